@@ -1,0 +1,33 @@
+# rlvr — make help lists the targets.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE ?= 1
+export WANDB_MODE ?= offline
+
+.PHONY: help install run test test-fast smoke tiny-model bench clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.install-stamp: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.install-stamp ## create .venv and install rlvr (pinned, CPU torch)
+
+run: install ## install, then train on the embedded default (CPU, offline, a few minutes)
+	$(BIN)/rlvr train
+
+test: install ## install, then run the whole test suite (offline, CPU)
+	$(BIN)/python -m pytest -q
+
+test-fast: install ## unit tests only (skips end-to-end runs)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+tiny-model: install ## rebuild the shipped tiny model + tokenizer (rlvr_cli/assets/tiny_arith)
+	$(BIN)/python scripts/build_tiny_model.py
+
+clean: ## remove run folders
+	rm -rf runs outputs multirun

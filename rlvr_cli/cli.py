@@ -1,0 +1,126 @@
+"""``rlvr train | eval | ls``: one Hydra app per subcommand, so ``-m``, ``--cfg job``, ``--help`` and
+output folders all keep working; ``main`` takes the subcommand off ``sys.argv`` before Hydra parses.
+
+Before Hydra sees the overrides, ``+group=option`` for a group the defaults list already holds is
+rewritten to ``group=option`` (the product documents ``rlvr train +method=siren``), and every
+``group=option`` is checked so an unknown option fails with one line naming the valid ones (exit 2).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+from rlvr_cli.errors import UserError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONF_DIR = REPO_ROOT / "conf"
+RECIPES_DIR = REPO_ROOT / "recipes"
+COMMANDS = {"train": "train", "eval": "eval"}
+USAGE = """usage: rlvr <command> [hydra overrides]
+
+commands:
+  train   GRPO training (rlvr train +method=siren trainer.max_steps=100)
+  eval    avg@n / pass@k / maj@n on benchmarks (rlvr eval model=<dir|hub id> eval.n=32)
+  ls      list config groups, their options, and recipes
+
+Hydra flags work after the command: -m (sweeps), --cfg job, --help."""
+
+
+def group_options(group: str) -> list[str]:
+    """Options of a config group: the yaml files in conf/<group>/ (recipes: recipes/**.yaml)."""
+    root = RECIPES_DIR if group == "recipes" else CONF_DIR / group
+    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml")) if root.is_dir() else []
+
+
+def config_groups() -> list[str]:
+    return sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir())
+
+
+def _primary_defaults(config_name: str) -> set[str]:
+    """Groups named in the primary config's defaults list (their ``+group=`` prefix is redundant)."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(CONF_DIR / f"{config_name}.yaml")
+    groups = set()
+    for item in cfg.get("defaults", []):
+        if isinstance(item, str):
+            continue
+        for key in item:
+            groups.add(str(key).removeprefix("optional "))
+    return groups
+
+
+def normalise_overrides(args: list[str], config_name: str) -> list[str]:
+    """``+method=siren`` -> ``method=siren`` when ``method`` is already in the defaults list; checks
+    every ``group=option`` against conf/<group>/; adds the recipes search path."""
+    defaults = _primary_defaults(config_name)
+    groups = set(config_groups()) | {"recipes"}
+    out = []
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg:
+            out.append(arg)
+            continue
+        key, value = arg.split("=", 1)
+        bare = key.lstrip("+~")
+        if key.startswith("+") and not key.startswith("++") and bare in defaults:
+            key = bare
+        if bare in groups and not key.startswith("~") and not any(f in value for f in ("(", "[", "$")):
+            valid = group_options(bare)
+            for option in value.split(","):
+                if option and option != "null" and option not in valid:
+                    raise UserError(f"unknown {bare} '{option}'; valid: {', '.join(valid)}")
+        out.append(f"{key}={value}")
+    if RECIPES_DIR.is_dir():
+        out.append(f"hydra.searchpath=[file://{REPO_ROOT}]")
+    return out
+
+
+def list_configs() -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="rlvr config groups (choose with group=option)")
+    table.add_column("group", style="cyan")
+    table.add_column("options")
+    for group in config_groups():
+        table.add_row(group, ", ".join(group_options(group)))
+    if RECIPES_DIR.is_dir():
+        table.add_row("recipes (+recipes=…)", ", ".join(group_options("recipes")))
+    Console().print(table)
+
+
+def _run_app(command: str, args: list[str]) -> None:
+    import hydra
+
+    from rlvr_cli import commands
+
+    target = getattr(commands, command)
+    app = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=COMMANDS[command])(target)
+    sys.argv = [f"rlvr {command}", *args]
+    app()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return
+    command, rest = args[0], args[1:]
+    try:
+        if command == "ls":
+            list_configs()
+            return
+        if command not in COMMANDS:
+            raise UserError(f"unknown command '{command}'; valid: {', '.join([*COMMANDS, 'ls'])}")
+        _run_app(command, normalise_overrides(rest, COMMANDS[command]))
+    except UserError as e:
+        print(f"rlvr: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+    logging.basicConfig(level=logging.INFO)
+    main()

@@ -1,0 +1,131 @@
+"""Stage 6: the clipped policy objective, its aggregation modes and the reference-KL estimators.
+
+Everything here is a pure function on tensors (spec: methods-grpo-cov.md §3–5, verl ``core_algos``).
+Methods never copy the clip: they hand ``policy_loss`` weights, masks or extra per-token terms
+(``rlvr_cli.types.MethodOutput``) and the loop calls it once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+AGG_MODES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm")
+KL_TYPES = ("k1", "kl", "abs", "k2", "mse", "k3", "low_var_kl")
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """Settings of the clipped surrogate. ``clip_ratio_c=None`` turns dual-clip off; ``clip=False`` gives
+    the unclipped importance-weighted objective −A·r (KL-Cov); ``log_ratio_clamp=None`` disables the ±20
+    clamp on log r (reference parity for Clip-Cov/KL-Cov, which have none)."""
+
+    clip_ratio_low: float = 0.2
+    clip_ratio_high: float = 0.2
+    clip_ratio_c: float | None = 3.0
+    clip: bool = True
+    log_ratio_clamp: float | None = 20.0
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Σ(x·m)/(Σm + 1e-8), verl's metric mean; ``x`` may hold NaN/inf where ``mask`` is 0."""
+    x = torch.where(mask.bool(), x, torch.zeros_like(x))
+    return (x * mask).sum() / (mask.sum() + 1e-8)
+
+
+def clipped_token_loss(
+    logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, spec: ClipSpec
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Per-token PPO loss with clip-higher and dual-clip (verl ``compute_policy_loss_vanilla``).
+
+    δ = clamp(lp − old, ±20), r = e^δ, L1 = −A·r, L2 = −A·clip(r, 1−ε_low, 1+ε_high), Lc = max(L1, L2);
+    for A < 0, ℓ = min(Lc, −A·c) (dual clip). All tensors are [n, T]; returns ℓ [n, T] and boolean
+    per-token masks ``clipped`` ([L2 > L1]) and ``clipped_lower`` (dual clip bound) for metrics.
+    """
+    delta = logprobs - old_logprobs
+    if spec.log_ratio_clamp is not None:
+        delta = delta.clamp(-spec.log_ratio_clamp, spec.log_ratio_clamp)
+    ratio = torch.exp(delta)
+    loss1 = -advantages * ratio
+    if not spec.clip:
+        false = torch.zeros_like(loss1, dtype=torch.bool)
+        return loss1, {"clipped": false, "clipped_lower": false, "neg_log_ratio": -delta.detach()}
+    loss2 = -advantages * ratio.clamp(1.0 - spec.clip_ratio_low, 1.0 + spec.clip_ratio_high)
+    loss_c = torch.maximum(loss1, loss2)
+    clipped = (loss2 > loss1).detach()
+    loss = loss_c
+    clipped_lower = torch.zeros_like(clipped)
+    if spec.clip_ratio_c is not None:
+        assert spec.clip_ratio_c > 1.0, "dual-clip constant clip_ratio_c must be > 1"
+        loss3 = -advantages * spec.clip_ratio_c
+        dual = torch.minimum(loss_c, loss3)
+        clipped_lower = ((loss_c > loss3) & (advantages < 0)).detach()
+        loss = torch.where(advantages < 0, dual, loss_c)
+    return loss, {"clipped": clipped, "clipped_lower": clipped_lower, "neg_log_ratio": -delta.detach()}
+
+
+def agg_loss(
+    loss: torch.Tensor,
+    mask: torch.Tensor,
+    mode: str = "token-mean",
+    num_tokens: float | None = None,
+    num_seqs: float | None = None,
+    scale_factor: float | None = None,
+) -> torch.Tensor:
+    """Aggregate a per-token loss [n, T] to a scalar (verl ``agg_loss``).
+
+    token-mean:              Σ m·ℓ / N_tok,   N_tok = ``num_tokens`` or Σm
+    seq-mean-token-sum:      Σ_i Σ_t m·ℓ / G, G = ``num_seqs`` or #rows with a valid token
+    seq-mean-token-mean:     Σ_i (Σ_t m·ℓ / n_i) / G
+    seq-mean-token-sum-norm: Σ_i Σ_t m·ℓ / C (Dr.GRPO), C = ``scale_factor`` or T; when ``num_seqs`` is
+                             given the result is also divided by it [ours: a mean over responses, so the
+                             loss does not grow with the batch; verl divides by C only].
+
+    Passing the mini-batch totals as ``num_tokens`` / ``num_seqs`` makes the sum of micro-batch losses
+    equal the loss of the whole mini-batch (the global normaliser). With no valid token the result is a
+    graph-connected 0, never NaN.
+    """
+    mask = mask.to(loss.dtype)
+    loss = torch.where(mask.bool(), loss, torch.zeros_like(loss))  # padding may hold NaN/inf
+    token_sum = (loss * mask).sum(-1)  # [n]
+    valid_rows = mask.sum(-1) > 0
+    if mode == "token-mean":
+        denom = float(num_tokens) if num_tokens is not None else mask.sum()
+        return token_sum.sum() / denom if float(denom) > 0 else token_sum.sum() * 0.0
+    if mode in ("seq-mean-token-sum", "seq-mean-token-mean"):
+        per_seq = token_sum if mode == "seq-mean-token-sum" else token_sum / (mask.sum(-1) + 1e-8)
+        per_seq = torch.where(valid_rows, per_seq, torch.zeros_like(per_seq))
+        denom = float(num_seqs) if num_seqs is not None else float(valid_rows.sum())
+        return per_seq.sum() / denom if denom > 0 else per_seq.sum() * 0.0
+    if mode == "seq-mean-token-sum-norm":
+        c = float(scale_factor) if scale_factor is not None else float(loss.shape[-1])
+        out = token_sum.sum() / c
+        return out / float(num_seqs) if num_seqs else out
+    raise ValueError(f"unknown loss_agg_mode {mode!r}; valid: {', '.join(AGG_MODES)}")
+
+
+def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, kind: str = "low_var_kl") -> torch.Tensor:
+    """Per-token KL estimate between the policy and the reference (verl ``kl_penalty``), [n, T].
+
+    k1/kl: d; abs: |d|; k2/mse: ½d²; k3/low_var_kl: e^x − x − 1 with x = clamp(ref − lp, ±20), clamped
+    to [−10, 10]; here d = lp − ref. A ``+`` suffix (e.g. ``k3+``) keeps the named estimator's value but
+    takes the gradient of k2 (straight-through), the semantics verl documents.
+    """
+    straight_through = kind.endswith("+")
+    base = kind.rstrip("+")
+    d = logprobs - ref_logprobs
+    if base in ("k1", "kl"):
+        value = d
+    elif base == "abs":
+        value = d.abs()
+    elif base in ("k2", "mse"):
+        value = 0.5 * d.square()
+    elif base in ("k3", "low_var_kl"):
+        x = (ref_logprobs - logprobs).clamp(-20.0, 20.0)
+        value = (torch.exp(x) - x - 1.0).clamp(-10.0, 10.0)
+    else:
+        raise ValueError(f"unknown kl type {kind!r}; valid: {', '.join(KL_TYPES)} (optionally with '+')")
+    if straight_through:
+        k2 = 0.5 * d.square()
+        value = k2 - k2.detach() + value.detach()
+    return value

@@ -1,0 +1,5 @@
+"""Stage 2: prompts x G -> Rollouts (sampling) and the per-token statistics of a policy on them."""
+from rlvr_cli.rollout.generate import generate_rollouts, sampling_kwargs
+from rlvr_cli.rollout.logprobs import entropy_from_logits, policy_token_stats
+
+__all__ = ["generate_rollouts", "sampling_kwargs", "policy_token_stats", "entropy_from_logits"]

@@ -1,0 +1,83 @@
+"""Stage 8 (sinks): metrics go to ``metrics.jsonl`` in the run folder and, with ``logger=wandb``, to wandb.
+
+Only rank 0 tracks; other ranks get ``NullTracker`` so the loop has no rank ``if``s.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None  # JSON has no NaN; a missing value is honest
+    return v
+
+
+class NullTracker:
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+class JsonlTracker:
+    """One JSON object per step. On resume, lines after the checkpoint's step are dropped first, so the
+    file reads as if the run had never stopped."""
+
+    def __init__(self, path: Path, resume_step: int | None = None):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_step is not None and self.path.exists():
+            kept = [ln for ln in self.path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= resume_step]
+            self.path.write_text("".join(ln + "\n" for ln in kept))
+        elif resume_step is None:
+            self.path.write_text("")
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps({"step": step, **{k: _clean(v) for k, v in metrics.items()}}) + "\n")
+
+    def finish(self) -> None:
+        pass
+
+
+class WandbTracker:
+    def __init__(self, cfg: dict[str, Any], run_config: dict[str, Any], out_dir: Path):
+        import wandb
+
+        self._run = wandb.init(
+            project=cfg.get("project", "rlvr"), name=cfg.get("name"), mode=cfg.get("mode", "offline"),
+            dir=str(out_dir), config=run_config, resume="allow", id=cfg.get("id"),
+        )
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        self._run.log(metrics, step=step)
+
+    def finish(self) -> None:
+        self._run.finish()
+
+
+class MultiTracker:
+    def __init__(self, *trackers):
+        self.trackers = trackers
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        for t in self.trackers:
+            t.log(metrics, step)
+
+    def finish(self) -> None:
+        for t in self.trackers:
+            t.finish()
+
+
+def build_tracker(logger_cfg: dict[str, Any], run_config: dict[str, Any], out_dir: Path, resume_step: int | None, rank: int = 0):
+    if rank != 0:
+        return NullTracker()
+    trackers = [JsonlTracker(Path(out_dir) / "metrics.jsonl", resume_step)]
+    if logger_cfg.get("kind") == "wandb":
+        trackers.append(WandbTracker(logger_cfg, run_config, out_dir))
+    return MultiTracker(*trackers)

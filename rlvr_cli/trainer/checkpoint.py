@@ -1,0 +1,75 @@
+"""Checkpoints: HF-format weights (loadable with ``from_pretrained``) + everything needed to resume.
+
+Layout: ``<out_dir>/checkpoints/step_000010/{hf/, trainer_state.pt}``. A checkpoint is written to a
+temporary folder and renamed, so a run killed mid-save never leaves a half checkpoint that resume trusts.
+"""
+from __future__ import annotations
+
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rlvr_cli.errors import UserError
+
+_STEP_DIR = re.compile(r"^step_(\d+)$")
+
+
+def rng_state() -> dict[str, Any]:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+def checkpoint_dirs(out_dir: Path) -> list[Path]:
+    root = Path(out_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name)) and (p / "trainer_state.pt").is_file()]
+    return [p for _, p in sorted(found)]
+
+
+def save_checkpoint(out_dir: Path, step: int, model, tokenizer, state: dict[str, Any], keep_last: int | None = None) -> Path:
+    root = Path(out_dir) / "checkpoints"
+    final = root / f"step_{step:06d}"
+    tmp = root / f".tmp_step_{step:06d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "hf").mkdir(parents=True)
+    model.save_pretrained(tmp / "hf", safe_serialization=True)
+    tokenizer.save_pretrained(tmp / "hf")
+    torch.save(state, tmp / "trainer_state.pt")
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    if keep_last:
+        for old in checkpoint_dirs(out_dir)[:-keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def resolve_resume(resume: str | None, out_dir: Path) -> Path | None:
+    """``None``/``never``: start fresh; ``auto``: latest checkpoint in ``out_dir`` if any; else a path
+    to a checkpoint folder (or a run folder, whose latest checkpoint is taken)."""
+    if resume in (None, "", "never", "none", False):
+        return None
+    if resume == "auto":
+        found = checkpoint_dirs(out_dir)
+        return found[-1] if found else None
+    p = Path(str(resume)).expanduser()
+    if (p / "trainer_state.pt").is_file():
+        return p
+    found = checkpoint_dirs(p)
+    if found:
+        return found[-1]
+    raise UserError(f"trainer.resume={resume}: no checkpoint found there (expected {p}/checkpoints/step_*/trainer_state.pt)")
+
+
+def load_state(ckpt: Path) -> dict[str, Any]:
+    return torch.load(Path(ckpt) / "trainer_state.pt", map_location="cpu", weights_only=False)

@@ -1,0 +1,332 @@
+"""The GRPO loop. ``train_step`` reads as the stage table of the README:
+
+    data -> rollout -> reward -> advantage -> old log-probs -> method -> loss + step -> metrics
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from rlvr_cli.advantages import grpo_advantages, zero_std_groups
+from rlvr_cli.data.datasets import PromptSampler, load_prompts
+from rlvr_cli.eval import sample_and_grade, summarize_samples
+from rlvr_cli.losses import ClipSpec, agg_loss, clipped_token_loss, kl_penalty, masked_mean
+from rlvr_cli.methods import StepContext, build_method
+from rlvr_cli.methods.covariance import entropy_dynamics
+from rlvr_cli.models import load_model, load_tokenizer, pick_device
+from rlvr_cli.progress import StepProgress, console
+from rlvr_cli.rewards import MathGrader
+from rlvr_cli.rollout import generate_rollouts, policy_token_stats
+from rlvr_cli.trainer import checkpoint as ckpt
+from rlvr_cli.trainer.engine import TorchEngine
+from rlvr_cli.tracking import build_tracker
+from rlvr_cli.types import PolicyBatch, TrainBatch
+
+log = logging.getLogger(__name__)
+FAULT_KILL_ENV = "RLVR_FAULT_KILL_AT_STEP"  # fault injection for the resume test: SIGKILL after step N
+
+
+def _rows(batch: TrainBatch, idx: torch.Tensor) -> TrainBatch:
+    """Rows ``idx`` of the batch, response length trimmed to their longest response (saves compute)."""
+    ro = batch.rollouts.select(torch.zeros(len(batch), dtype=torch.bool).index_fill_(0, idx, True))
+    t = max(1, int(ro.response_mask.sum(-1).max()))
+    p = ro.prompt_len
+    ro.input_ids, ro.attention_mask, ro.response_mask = ro.input_ids[:, : p + t], ro.attention_mask[:, : p + t], ro.response_mask[:, :t]
+    return TrainBatch(
+        rollouts=ro, scores=batch.scores[idx], advantages=batch.advantages[idx, :t],
+        token={k: v[idx, :t] for k, v in batch.token.items()},
+        method={k: v[idx, :t] for k, v in batch.method.items()},
+    )
+
+
+def _split(n: int, size: int) -> list[torch.Tensor]:
+    return [torch.arange(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+class GRPOTrainer:
+    """One policy, one method, one run folder. ``fit()`` trains to ``trainer.max_steps``."""
+
+    def __init__(self, cfg: DictConfig, out_dir: str | Path):
+        self.cfg = cfg
+        self.out_dir = Path(out_dir)
+        c = lambda node: OmegaConf.to_container(node, resolve=True)  # noqa: E731
+        self.algo, self.rollout_cfg, self.trainer_cfg = c(cfg.algo), c(cfg.rollout), c(cfg.trainer)
+        if self.trainer_cfg.get("num_threads"):
+            torch.set_num_threads(int(self.trainer_cfg["num_threads"]))
+        torch.manual_seed(cfg.seed)
+        self.device = pick_device(self.trainer_cfg.get("device", "auto"))
+        self.tokenizer = load_tokenizer(c(cfg.model))
+        self.train_prompts, self.train_report = load_prompts(c(cfg.data), self.tokenizer, "train")
+        self.test_prompts, self.test_report = load_prompts(c(cfg.data), self.tokenizer, "test")
+        self.test_prompts = self.test_prompts[: cfg.val.size] if cfg.val.size else self.test_prompts
+        self.sampler = PromptSampler(self.train_prompts, cfg.seed)
+        self.method = build_method(c(cfg.method))
+        clip = {k: self.algo[k] for k in ("clip_ratio_low", "clip_ratio_high", "clip_ratio_c", "log_ratio_clamp")}
+        self.clip = ClipSpec(**{**clip, **self.method.clip_overrides})
+        self.grader = MathGrader(**c(cfg.reward))
+        self.step, self.bad_streak, self.prev_entropy = 0, 0, None
+        self.resume_from = ckpt.resolve_resume(self.trainer_cfg.get("resume"), self.out_dir)
+        policy_path = str(self.resume_from / "hf") if self.resume_from else None
+        self.model = load_model(c(cfg.model), self.device, policy_path)
+        self.ref_model = self._load_reference(c(cfg.model)) if self.algo["kl"]["enabled"] else None
+        self.engine = TorchEngine(self.model, c(cfg.optim), self.trainer_cfg["max_steps"])
+        if self.resume_from:
+            self._restore(ckpt.load_state(self.resume_from))
+        self.tracker = build_tracker(c(cfg.logger), c(cfg), self.out_dir, self.step if self.resume_from else None)
+
+    # ------------------------------------------------------------------------------------------ setup
+    def _load_reference(self, model_cfg: dict[str, Any]):
+        """The frozen initial policy for the KL term (always the config's model, also after resume)."""
+        ref = load_model({**model_cfg, "gradient_checkpointing": False}, self.device)
+        ref.eval().requires_grad_(False)
+        return ref
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "step": self.step, "engine": self.engine.state_dict(), "rng": ckpt.rng_state(),
+            "sampler": self.sampler.state_dict(), "method": self.method.state_dict(),
+            "bad_streak": self.bad_streak, "prev_entropy": self.prev_entropy,
+            "config": OmegaConf.to_container(self.cfg, resolve=True),
+        }
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.step = int(state["step"])
+        self.engine.load_state_dict(state["engine"])
+        ckpt.set_rng_state(state["rng"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.method.load_state_dict(state["method"])
+        self.bad_streak, self.prev_entropy = state.get("bad_streak", 0), state.get("prev_entropy")
+        console.print(f"[yellow]resumed from {self.resume_from} at step {self.step}")
+
+    def save(self) -> Path:
+        return ckpt.save_checkpoint(self.out_dir, self.step, self.model, self.tokenizer, self._state(),
+                                    keep_last=self.trainer_cfg.get("keep_last"))
+
+    # ------------------------------------------------------------------------------------------ step
+    def train_step(self) -> dict[str, float]:
+        """One GRPO step over a fresh batch of prompts."""
+        t0 = time.perf_counter()
+        step = self.step + 1
+        # 1. data
+        prompts = self.sampler.next_batch(self.rollout_cfg["prompts_per_step"])
+        # 2. rollout: G samples per prompt
+        rollouts = generate_rollouts(
+            self.model, self.tokenizer, prompts, self.algo["group_size"], self.rollout_cfg["max_new_tokens"],
+            self.rollout_cfg["temperature"], self.rollout_cfg["top_p"], self.rollout_cfg["batch_size"],
+            self.rollout_cfg.get("max_prompt_len"),
+        )
+        t_gen = time.perf_counter() - t0
+        # 3. reward: verify each response's final answer
+        grades = self.grader.grade(rollouts.texts, [prompts[g].answer for g in rollouts.group_ids.tolist()])
+        scores = torch.tensor([g.score for g in grades])  # [N]
+        # 4. advantage: group-normalised, broadcast to tokens; drop groups with no signal
+        adv = grpo_advantages(scores, rollouts.group_ids, self.algo["norm_adv_by_std"], self.algo["adv_eps"])
+        keep = ~zero_std_groups(scores, rollouts.group_ids) if self.algo["filter_zero_std_groups"] else torch.ones_like(scores, dtype=torch.bool)
+        metrics = self._rollout_metrics(rollouts, grades, scores, keep, t_gen)
+        if keep.any():
+            kept = rollouts.select(keep)
+            batch = TrainBatch(kept, scores[keep], adv[keep, None] * kept.response_mask)
+            # 5. old log-probs and the token statistics the method asked for (rollout policy, no grad)
+            batch.token = self._score(batch)
+            metrics.update(self._dynamics(batch))
+            # 6. method: batch-scope statistics (quantiles, top-k, anchors) over the whole train batch
+            ctx = StepContext(step=step, total_steps=self.trainer_cfg["max_steps"], seed=self.cfg.seed)
+            metrics.update({f"method/{self.method.name}/{k}": v for k, v in self.method.prepare(batch, ctx).items()})
+            # 7. loss + optimizer steps over mini-/micro-batches
+            metrics.update(self._update(batch, step))
+        else:
+            metrics["train/skipped_no_signal"] = 1.0
+        self.engine.scheduler_step()
+        self.step = step
+        # 8. metrics
+        metrics["optim/lr"] = self.engine.lr
+        metrics["perf/step_s"] = time.perf_counter() - t0
+        return metrics
+
+    def _rollout_metrics(self, rollouts, grades, scores, keep, t_gen) -> dict[str, float]:
+        lengths = rollouts.response_mask.sum(-1).float()
+        statuses = [g.status for g in grades]
+        return {
+            "reward/mean": float(scores.mean()),
+            "reward/accuracy": float((scores > 0).float().mean()),
+            "reward/no_answer_frac": statuses.count("no_answer") / len(statuses),
+            "reward/parse_errors": float(statuses.count("parse_error")),
+            "reward/timeouts": float(statuses.count("timeout")),
+            "rollout/response_len_mean": float(lengths.mean()),
+            "rollout/truncated_frac": float(rollouts.truncated.float().mean()),
+            "adv/kept_frac": float(keep.float().mean()),
+            "perf/gen_s": t_gen,
+            "perf/gen_tokens_per_s": float(lengths.sum()) / max(t_gen, 1e-9),
+        }
+
+    @torch.no_grad()
+    def _score(self, batch: TrainBatch) -> dict[str, torch.Tensor]:
+        """Old log-probs + entropy (+ reference log-probs + the method's rollout statistics), chunked."""
+        needs = self.method.needs
+        names = ["logprobs", "entropy", *needs.rollout]
+        out: dict[str, list[torch.Tensor]] = {}
+        n, t = batch.response_mask.shape
+        for idx in _split(len(batch), self.algo["micro_batch_size"]):
+            mb = _rows(batch, idx)
+            ro = mb.rollouts
+            stats = self._token_stats(self.model, ro, names, (), needs.fns)
+            if self.ref_model is not None:
+                stats["ref_logprobs"] = self._token_stats(self.ref_model, ro, ["logprobs"], (), {})["logprobs"]
+            for k, v in stats.items():
+                out.setdefault(k, []).append(torch.nn.functional.pad(v, (0, t - v.shape[1])))
+        token = {k: torch.cat(v) for k, v in out.items()}
+        token["old_logprobs"] = token.pop("logprobs")
+        return token
+
+    def _token_stats(self, model, ro, names, grad_names, fns):
+        chunk = self.trainer_cfg.get("logprob_chunk_size", 1024)
+        ckpt_logits = self.trainer_cfg.get("checkpoint_logits", "auto")
+        if ckpt_logits == "auto":
+            ckpt_logits = model.get_output_embeddings().weight.shape[0] >= 32_000
+        return policy_token_stats(
+            model, ro.input_ids.to(self.device), ro.attention_mask.to(self.device), ro.response_mask.to(self.device),
+            ro.prompt_len, self.rollout_cfg["temperature"] or 1.0, names, grad_names, fns, chunk, bool(ckpt_logits),
+        )
+
+    def _dynamics(self, batch: TrainBatch) -> dict[str, float]:
+        m = entropy_dynamics(batch.old_logprobs, batch.token["entropy"], batch.advantages, batch.response_mask)
+        if self.prev_entropy is not None and "actor/entropy" in m:
+            m["entropy/delta"] = m["actor/entropy"] - self.prev_entropy
+        self.prev_entropy = m.get("actor/entropy", self.prev_entropy)
+        return m
+
+    # ------------------------------------------------------------------------------------------ update
+    def _update(self, batch: TrainBatch, step: int) -> dict[str, float]:
+        """PPO epochs over mini-batches (one optimizer step each) of micro-batches (grad accumulation).
+
+        Normalisers are the mini-batch totals (token count / sequence count), so the accumulated
+        gradient equals that of the whole mini-batch in one piece, whatever the micro-batch size.
+        """
+        sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
+
+        def add(k: str, v: float) -> None:
+            sums[k] = sums.get(k, 0.0) + v
+            counts[k] = counts.get(k, 0) + 1
+
+        skipped = 0
+        for epoch in range(self.algo["ppo_epochs"]):
+            for mb_i, mb_idx in enumerate(_split(len(batch), self.algo["mini_batch_size"])):
+                mini = _rows(batch, mb_idx)
+                pg_mask = mini.method.get("loss_mask", mini.response_mask)
+                totals = (float(pg_mask.sum()), float((pg_mask.sum(-1) > 0).sum()),
+                          float(mini.response_mask.sum()), float((mini.response_mask.sum(-1) > 0).sum()))
+                finite = True
+                for mi, mi_idx in enumerate(_split(len(mini), self.algo["micro_batch_size"])):
+                    loss, m = self._micro_loss(_rows(mini, mi_idx), step, (epoch, mb_i, mi), totals)
+                    if not torch.isfinite(loss):
+                        finite = False
+                        break
+                    self.engine.backward(loss)
+                    for k, v in m.items():
+                        add(k, v)
+                grad_norm = self.engine.step() if finite else float("nan")
+                if not finite or not math.isfinite(grad_norm):
+                    self.engine.zero_grad()
+                    skipped += 1
+                else:
+                    add("optim/grad_norm", grad_norm)
+        out = {k: sums[k] / counts[k] for k in sums}
+        # loss values are per-micro-batch shares of the mini-batch loss: report their sum per mini-batch
+        n_mini = max(1, self.algo["ppo_epochs"] * len(_split(len(batch), self.algo["mini_batch_size"])) - skipped)
+        for k in ("loss/pg", "loss/kl", "loss/method_extra", "loss/total"):
+            if k in sums:
+                out[k] = sums[k] / n_mini
+        out["train/nonfinite_skipped"] = float(skipped)
+        self.bad_streak = self.bad_streak + 1 if skipped else 0
+        return out
+
+    def _micro_loss(self, mb: TrainBatch, step: int, where: tuple[int, int, int], totals) -> tuple[torch.Tensor, dict[str, float]]:
+        """Loss of one micro-batch: the shared clipped objective, changed only through MethodOutput."""
+        pg_tokens, pg_seqs, all_tokens, all_seqs = totals
+        needs = self.method.needs
+        stats = self._token_stats(self.model, mb.rollouts, ["logprobs", *needs.update], ["logprobs", *needs.update_grad], needs.fns)
+        mask = mb.response_mask.to(self.device).float()
+        lp = stats.pop("logprobs")
+        old, adv = mb.old_logprobs.to(self.device), mb.advantages.to(self.device)
+        pb = PolicyBatch(
+            logprobs=lp, old_logprobs=old, advantages=adv, response_mask=mask, token=stats,
+            old_token={k: v.to(self.device) for k, v in mb.token.items()},
+            method={k: v.to(self.device) for k, v in mb.method.items()},
+            step=step, minibatch_tokens=all_tokens, minibatch_seqs=all_seqs, microbatch_index=where, clip=self.clip,
+        )
+        out = self.method.loss(pb)
+        token_loss, clip_info = clipped_token_loss(lp, old, adv, self.clip)
+        if out.token_weights is not None:
+            token_loss = token_loss * out.token_weights
+        if out.token_loss is not None:
+            token_loss = token_loss + out.token_loss
+        pg_mask = pb.method.get("loss_mask", mask)
+        mode, scale = self.algo["loss_agg_mode"], self.algo.get("loss_scale_factor") or self.rollout_cfg["max_new_tokens"]
+        pg_loss = agg_loss(token_loss, pg_mask, mode, num_tokens=pg_tokens, num_seqs=pg_seqs, scale_factor=scale)
+        loss = pg_loss
+        m = {"loss/pg": float(pg_loss), "actor/pg_clipfrac": float(masked_mean(clip_info["clipped"].float(), mask)),
+             "actor/pg_clipfrac_lower": float(masked_mean(clip_info["clipped_lower"].float(), mask)),
+             "actor/ppo_kl": float(masked_mean(clip_info["neg_log_ratio"], mask))}
+        if self.ref_model is not None:
+            kl = kl_penalty(lp, pb.old_token["ref_logprobs"], self.algo["kl"]["type"])
+            kl_loss = agg_loss(kl, mask, mode, num_tokens=all_tokens, num_seqs=all_seqs, scale_factor=scale)
+            loss = loss + self.algo["kl"]["coef"] * kl_loss
+            m["loss/kl"] = float(kl_loss)
+        if out.extra_loss is not None:
+            share = float((mask.sum(-1) > 0).sum()) / max(all_seqs, 1.0)  # a mean over micro-batches
+            loss = loss + out.extra_loss * share
+            m["loss/method_extra"] = float(out.extra_loss) * share
+        m["loss/total"] = float(loss)
+        m.update({f"method/{self.method.name}/{k}": v for k, v in out.metrics.items()})
+        return loss, m
+
+    # ------------------------------------------------------------------------------------------ run
+    def validate(self) -> dict[str, float]:
+        """Sampled accuracy on the held-out split (the same code as ``rlvr eval``)."""
+        v = self.cfg.val
+        samples = sample_and_grade(self.model, self.tokenizer, self.test_prompts, self.grader, v.n, v.temperature,
+                                   v.top_p, v.max_new_tokens, self.rollout_cfg["batch_size"])
+        name = self.cfg.data.name
+        return {f"val/{name}/{k}": val for k, val in summarize_samples(samples, v.n).items()}
+
+    def fit(self) -> dict[str, float]:
+        total, last = self.trainer_cfg["max_steps"], {}
+        if self.step >= total:
+            console.print(f"[green]already at step {self.step}/{total}: nothing to do (trainer.max_steps to go further)")
+            return {}
+        if self.step == 0 and self.cfg.val.every and self.cfg.val.at_start:
+            last = self.validate()
+            self.tracker.log(last, 0)
+            console.print(" | ".join(f"{k} {v:.3f}" for k, v in last.items() if "avg@" in k or "pass@" in k) + "  (before training)")
+        with StepProgress(total, self.step, enabled=self.trainer_cfg.get("progress", True)) as bar:
+            while self.step < total:
+                metrics = self.train_step()
+                every = self.cfg.val.every
+                if every and (self.step % every == 0 or self.step == total):
+                    metrics.update(self.validate())
+                self.tracker.log(metrics, self.step)
+                bar.update(self.step, metrics)
+                last = metrics
+                stop = self.bad_streak >= self.trainer_cfg.get("max_bad_steps", 5)
+                if stop or self.step == total or (self.trainer_cfg["save_every"] and self.step % self.trainer_cfg["save_every"] == 0):
+                    self.save()
+                if os.environ.get(FAULT_KILL_ENV) == str(self.step):
+                    os.kill(os.getpid(), signal.SIGKILL)
+                if stop:
+                    console.print(f"[red]stopping: {self.bad_streak} steps in a row had a non-finite loss or gradient; "
+                                  f"checkpoint saved at step {self.step}")
+                    break
+        self.tracker.finish()
+        return last
+
+    def close(self) -> None:
+        self.grader.close()

@@ -1,0 +1,51 @@
+"""The command line as a user types it (subprocess where exit codes and stderr matter)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from rlvr_cli.cli import normalise_overrides
+from rlvr_cli.errors import UserError
+
+
+def rlvr(*args, timeout=120):
+    return subprocess.run([sys.executable, "-m", "rlvr_cli.cli", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_plus_method_is_rewritten_for_a_default_group():
+    out = normalise_overrides(["+method=baseline", "method=baseline", "+foo=1", "trainer.max_steps=3"], "train")
+    assert out[:4] == ["method=baseline", "method=baseline", "+foo=1", "trainer.max_steps=3"]
+
+
+def test_sweep_values_are_checked_one_by_one():
+    assert normalise_overrides(["+method=baseline,baseline"], "train")[0] == "method=baseline,baseline"
+    with pytest.raises(UserError, match="unknown method 'nope'; valid: .*baseline"):
+        normalise_overrides(["+method=baseline,nope"], "train")
+
+
+def test_unknown_option_is_one_line_exit_2_no_traceback():
+    r = rlvr("train", "+method=sirenn")
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0, r.stderr
+    assert "unknown method 'sirenn'; valid:" in r.stderr and "baseline" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_unknown_command():
+    r = rlvr("trian")
+    assert r.returncode == 2 and "valid: train, eval, ls" in r.stderr
+
+
+def test_ls_lists_groups_and_options():
+    r = rlvr("ls")
+    assert r.returncode == 0
+    for word in ("method", "baseline", "model", "tiny_arith", "algo", "dr_grpo"):
+        assert word in r.stdout
+
+
+def test_cfg_job_prints_composed_config_with_plus_method():
+    r = rlvr("train", "+method=baseline", "--cfg", "job")
+    assert r.returncode == 0, r.stderr
+    assert "name: baseline" in r.stdout and "group_size: 8" in r.stdout
