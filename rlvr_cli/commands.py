@@ -1,6 +1,7 @@
 """The bodies of the Hydra apps (``rlvr train``, ``rlvr eval``): compose -> run -> report."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -23,16 +24,38 @@ def train_main(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
     from rlvr_cli.progress import console, print_config
     from rlvr_cli.trainer.loop import GRPOTrainer
 
+    main_rank = int(os.environ.get("RANK", "0")) == 0
     out_dir.mkdir(parents=True, exist_ok=True)
-    print_config(cfg)
-    (out_dir / "resolved_config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if main_rank:
+        print_config(cfg)
+        (out_dir / "resolved_config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     trainer = GRPOTrainer(cfg, out_dir)
-    console.print(f"data: {trainer.train_report.summary()}; test: {trainer.test_report.summary()}")
-    console.print(f"run folder: {out_dir}")
+    if main_rank:
+        console.print(f"data: {trainer.train_report.summary()}; test: {trainer.test_report.summary()}")
+        console.print(f"run folder: {out_dir}")
     try:
         return trainer.fit()
     finally:
         trainer.close()
+
+
+def launcher_command(trainer: DictConfig, overrides: list[str]) -> list[str] | None:
+    """The command that starts ``rlvr train`` on every rank, or None when this process should train
+    itself (one process, or already started by a launcher: torchrun, deepspeed, Slurm + torchrun)."""
+    from rlvr_cli import dist as ddp
+
+    procs, nodes = int(trainer.get("gpus", 1)), int(trainer.get("nodes", 1))
+    if trainer.get("kind") != "deepspeed" or procs * nodes <= 1 or ddp.under_launcher():
+        return None
+    entry = ["-m", "rlvr_cli.cli", "train", *overrides]
+    if nodes > 1 or trainer.get("hostfile"):
+        if not trainer.get("hostfile"):
+            raise UserError("trainer.nodes > 1 needs trainer.hostfile (DeepSpeed hostfile: 'host slots=N' lines)")
+        # --no_local_rank: the launcher would otherwise insert --local_rank=N before our subcommand
+        return ["deepspeed", "--no_local_rank", "--hostfile", str(trainer.hostfile), "--num_nodes", str(nodes),
+                "--num_gpus", str(procs), "--master_port", str(trainer.master_port), "--module", *entry]
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs),
+            "--master_port", str(trainer.master_port), *entry]
 
 
 def _guard(fn, *args):
@@ -44,7 +67,20 @@ def _guard(fn, *args):
 
 
 def train(cfg: DictConfig) -> None:
-    _guard(lambda: train_main(cfg, run_dir(cfg)))
+    import subprocess
+
+    from hydra.core.hydra_config import HydraConfig
+
+    out = run_dir(cfg)
+    # re-enter on every rank with the same overrides, pinned to this job's run folder
+    cmd = _guard(lambda: launcher_command(cfg.trainer, [*HydraConfig.get().overrides.task, f"out_dir={out}"]))
+    if cmd:
+        print("launching: " + " ".join(cmd), flush=True)
+        rc = subprocess.call(cmd)
+        if rc:
+            sys.exit(rc)
+        return
+    _guard(lambda: train_main(cfg, out))
 
 
 def eval(cfg: DictConfig) -> None:  # noqa: A001 (the subcommand's name)

@@ -53,13 +53,13 @@ def step_line(step: int, total: int, m: dict[str, Any]) -> str:
 class StepProgress:
     """A live bar (step, reward, accuracy, entropy, tokens/s, ETA) that degrades to plain lines off a TTY."""
 
-    def __init__(self, total: int, start: int = 0, enabled: bool = True):
+    def __init__(self, total: int, start: int = 0, enabled: bool = True, live: bool = True):
         self.enabled = enabled
         self.total = total
         self.progress = Progress(
             TextColumn("[bold blue]train"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            console=console, transient=False, disable=not enabled,
+            console=console, transient=False, disable=not (enabled and live),
         )
         self.task = self.progress.add_task("train", total=total, completed=start, info="")
 
@@ -71,6 +71,8 @@ class StepProgress:
         self.progress.__exit__(*exc)
 
     def update(self, step: int, metrics: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
         info = (f"reward {_fmt(metrics, 'reward/mean')} acc {_fmt(metrics, 'reward/accuracy')} "
                 f"H {_fmt(metrics, 'actor/entropy')} {_fmt(metrics, 'perf/gen_tokens_per_s', '.0f')} tok/s")
         self.progress.update(self.task, completed=step, info=info)

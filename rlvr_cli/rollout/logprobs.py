@@ -71,6 +71,7 @@ def policy_token_stats(
     extra_fns: dict[str, TokenFn] | None = None,
     chunk_size: int = 1024,
     checkpoint: bool = False,
+    min_chunks: int = 0,
 ) -> dict[str, torch.Tensor]:
     """Token statistics of the responses under ``model``.
 
@@ -80,6 +81,10 @@ def policy_token_stats(
         temperature: logits are divided by it first, so statistics refer to the sampling distribution.
         stats: names from ``logprobs``, ``entropy`` and the keys of ``extra_fns``.
         grad_stats: the subset that must carry gradients (everything else is computed under no_grad).
+        min_chunks: run the LM head at least this many times (on a dummy row when there are fewer
+            chunks), so every data-parallel rank makes the same number of calls: under ZeRO-3 each
+            call gathers the head's weights collectively. The dummy results enter with weight 0, which
+            also keeps the output graph-connected when there is no valid token.
     Returns:
         {name: [n, T] float32}.
     """
@@ -108,14 +113,24 @@ def policy_token_stats(
     y_valid = input_ids[:, prompt_len:].reshape(-1)[idx]  # [M]
 
     pieces: list[list[torch.Tensor]] = [[] for _ in names]
-    for start in range(0, idx.numel(), chunk_size):
-        h_c, y_c = h_valid[start : start + chunk_size], y_valid[start : start + chunk_size]
+    starts = list(range(0, idx.numel(), chunk_size))
+    n_dummy = max(min_chunks, 1 if grad_names else 0) - len(starts)
+    dummy_h, dummy_y = hidden[:1, 0], input_ids[:1, prompt_len]  # [1, H], [1]
+    dummies: list[torch.Tensor] = []
+    for start in starts + [-1] * max(0, n_dummy):
+        if start < 0:
+            h_c, y_c = dummy_h, dummy_y
+        else:
+            h_c, y_c = h_valid[start : start + chunk_size], y_valid[start : start + chunk_size]
         if checkpoint and grad_names:
             outs = activation_checkpoint(
                 _chunk_stats, h_c, y_c, lm_head, temperature, fns, grad_names, use_reentrant=False
             )
         else:
             outs = _chunk_stats(h_c, y_c, lm_head, temperature, fns, grad_names)
+        if start < 0:
+            dummies.extend(o.sum() for o, name in zip(outs, names) if name in grad_names)
+            continue
         for acc, o in zip(pieces, outs):
             acc.append(o)
 
@@ -124,4 +139,7 @@ def policy_token_stats(
         values = torch.cat(acc) if acc else h_valid.new_zeros(0, dtype=torch.float32)
         full = values.new_zeros(n * t).index_put((idx,), values)  # differentiable scatter
         result[name] = full.view(n, t)
+    if dummies:  # weight 0: same values, but every parameter is in the graph
+        first = next(n for n in names if n in grad_names)
+        result[first] = result[first] + 0.0 * torch.stack(dummies).sum()
     return result

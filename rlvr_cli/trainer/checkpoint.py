@@ -37,20 +37,34 @@ def checkpoint_dirs(out_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def save_checkpoint(out_dir: Path, step: int, model, tokenizer, state: dict[str, Any], keep_last: int | None = None) -> Path:
+def save_checkpoint(out_dir: Path, step: int, engine, tokenizer, state: dict[str, Any],
+                    keep_last: int | None = None, rank: int = 0) -> Path:
+    """Every rank calls this. Rank 0 writes the HF export and ``trainer_state.pt``; each rank writes its
+    RNG state; the engine writes its own state (DeepSpeed: model/optimizer partitions per rank)."""
+    from rlvr_cli import dist as ddp
+
     root = Path(out_dir) / "checkpoints"
     final = root / f"step_{step:06d}"
     tmp = root / f".tmp_step_{step:06d}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "hf").mkdir(parents=True)
-    model.save_pretrained(tmp / "hf", safe_serialization=True)
-    tokenizer.save_pretrained(tmp / "hf")
-    torch.save(state, tmp / "trainer_state.pt")
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
-    if keep_last:
-        for old in checkpoint_dirs(out_dir)[:-keep_last]:
-            shutil.rmtree(old, ignore_errors=True)
+    if rank == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        (tmp / "hf").mkdir(parents=True)
+    ddp.barrier()
+    engine.save(tmp, {"step": step})
+    weights = engine.full_state_dict() if hasattr(engine, "full_state_dict") else None
+    torch.save(rng_state(), tmp / f"rng_rank{rank}.pt")
+    if rank == 0:
+        engine.module.save_pretrained(tmp / "hf", safe_serialization=True, state_dict=weights)
+        tokenizer.save_pretrained(tmp / "hf")
+        torch.save(state, tmp / "trainer_state.pt")
+    ddp.barrier()
+    if rank == 0:
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        if keep_last:
+            for old in checkpoint_dirs(out_dir)[:-keep_last]:
+                shutil.rmtree(old, ignore_errors=True)
+    ddp.barrier()
     return final
 
 
@@ -71,5 +85,11 @@ def resolve_resume(resume: str | None, out_dir: Path) -> Path | None:
     raise UserError(f"trainer.resume={resume}: no checkpoint found there (expected {p}/checkpoints/step_*/trainer_state.pt)")
 
 
-def load_state(ckpt: Path) -> dict[str, Any]:
-    return torch.load(Path(ckpt) / "trainer_state.pt", map_location="cpu", weights_only=False)
+def load_state(ckpt: Path, rank: int = 0) -> dict[str, Any]:
+    """The trainer state, with this rank's RNG state (a resume needs the same world size)."""
+    state = torch.load(Path(ckpt) / "trainer_state.pt", map_location="cpu", weights_only=False)
+    rng_file = Path(ckpt) / f"rng_rank{rank}.pt"
+    if not rng_file.is_file():
+        raise UserError(f"{ckpt} has no RNG state for rank {rank}: resume with the world size it was saved with")
+    state["rng"] = torch.load(rng_file, map_location="cpu", weights_only=False)
+    return state

@@ -1,7 +1,14 @@
-"""The optimizer step: AdamW with linear warmup and gradient clipping on one process (``trainer=single``).
+"""The optimizer step. Two engines with one small surface, so the loop does not know which it drives:
 
-The DeepSpeed engine (``trainer=zero1|zero2|zero3``) offers the same small surface, so the loop does not
-know which one it drives: ``backward``, ``step``, ``zero_grad``, ``lr``, ``state_dict``/``load_state_dict``.
+- ``TorchEngine`` (``trainer=single``): AdamW + grad clipping on one process (the CPU default).
+- ``DeepSpeedEngine`` (``trainer=zero1|zero2|zero3[_offload]``): the same AdamW handed to DeepSpeed ZeRO.
+
+Surface: ``module`` (the bare HF model), ``backward(loss, last)``, ``step() -> grad norm``, ``zero_grad``,
+``set_lr_for_step(step)``, ``lr``, ``state_dict``/``load_state_dict`` (torch engine; DeepSpeed keeps its
+own state in its checkpoint folder).
+
+The learning rate follows the *training* step (linear warmup, then constant or cosine), as verl's actor
+scheduler does, not the optimizer step: each engine sets it explicitly before a step's updates.
 """
 from __future__ import annotations
 
@@ -11,51 +18,62 @@ from typing import Any
 import torch
 
 
-def warmup_lambda(warmup_steps: int, total_steps: int, schedule: str = "constant", min_ratio: float = 0.0):
-    """LR multiplier per training step: linear warmup to 1, then constant or cosine to ``min_ratio``."""
+def lr_multiplier(step: int, warmup_steps: int, total_steps: int, schedule: str = "constant", min_ratio: float = 0.0) -> float:
+    """LR factor at training step ``step`` (0-based): linear warmup to 1, then constant or cosine."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "cosine":
+        u = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * u))
+    if schedule != "constant":
+        raise ValueError(f"unknown optim.schedule {schedule!r}; valid: constant, cosine")
+    return 1.0
 
-    def f(step: int) -> float:
-        if warmup_steps > 0 and step < warmup_steps:
-            return (step + 1) / warmup_steps
-        if schedule == "cosine":
-            u = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-            return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * u))
-        return 1.0
 
-    return f
+def make_adamw(model: torch.nn.Module, optim: dict[str, Any]) -> torch.optim.AdamW:
+    # A torch optimizer (not DeepSpeed's FusedAdam), so DeepSpeed compiles no op at start-up.
+    return torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=optim["lr"],
+        betas=tuple(optim.get("betas", (0.9, 0.999))), weight_decay=optim.get("weight_decay", 0.0),
+        eps=optim.get("eps", 1e-8),
+    )
+
+
+class _Schedule:
+    def __init__(self, optim: dict[str, Any], total_steps: int):
+        self.base_lr, self.total = optim["lr"], total_steps
+        self.warmup, self.kind, self.min_ratio = optim.get("warmup_steps", 0), optim.get("schedule", "constant"), optim.get("min_lr_ratio", 0.0)
+
+    def lr_at(self, step: int) -> float:
+        return self.base_lr * lr_multiplier(step, self.warmup, self.total, self.kind, self.min_ratio)
 
 
 class TorchEngine:
-    """Plain PyTorch: the default on a CPU and for one GPU without DeepSpeed."""
+    """Plain PyTorch on one process."""
 
     def __init__(self, model: torch.nn.Module, optim: dict[str, Any], total_steps: int):
         self.model = model
-        params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(
-            params, lr=optim["lr"], betas=tuple(optim.get("betas", (0.9, 0.999))),
-            weight_decay=optim.get("weight_decay", 0.0), eps=optim.get("eps", 1e-8),
-        )
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer,
-            warmup_lambda(optim.get("warmup_steps", 0), total_steps, optim.get("schedule", "constant"),
-                          optim.get("min_lr_ratio", 0.0)),
-        )
+        self.optimizer = make_adamw(model, optim)
+        self.schedule = _Schedule(optim, total_steps)
         self.grad_clip = optim.get("grad_clip", 1.0)
 
     @property
     def module(self) -> torch.nn.Module:
-        """The bare HF model (for generation, scoring and saving)."""
         return self.model
 
-    def backward(self, loss: torch.Tensor) -> None:
+    def set_lr_for_step(self, step: int) -> None:
+        for g in self.optimizer.param_groups:
+            g["lr"] = self.schedule.lr_at(step)
+
+    def backward(self, loss: torch.Tensor, last: bool = True) -> None:
         loss.backward()
 
     def zero_grad(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
 
     def step(self) -> float:
-        """Clip and apply the accumulated gradients. Returns the pre-clip norm; a non-finite norm skips
-        the update (gradients are dropped) and is returned as-is for the caller to report."""
+        """Clip and apply the accumulated gradients; returns the pre-clip global norm. A non-finite norm
+        skips the update (the gradients are dropped) and is returned for the caller to report."""
         params = [p for p in self.model.parameters() if p.grad is not None]
         clip = self.grad_clip if self.grad_clip and self.grad_clip > 0 else float("inf")
         norm = float(torch.nn.utils.clip_grad_norm_(params, clip)) if params else 0.0
@@ -64,16 +82,131 @@ class TorchEngine:
         self.zero_grad()
         return norm
 
-    def scheduler_step(self) -> None:
-        self.scheduler.step()
+    def skip_step(self) -> float:
+        """Drop the accumulated gradients without an update (a non-finite loss was seen)."""
+        self.zero_grad()
+        return float("nan")
 
     @property
     def lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+        return {"optimizer": self.optimizer.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+
+    def save(self, ckpt_dir, client_state: dict[str, Any]) -> None:
+        pass  # optimizer state travels in trainer_state.pt
+
+    def load(self, ckpt_dir) -> None:
+        pass
+
+
+def deepspeed_config(trainer: dict[str, Any], algo: dict[str, Any], optim: dict[str, Any], world: int, bf16: bool) -> dict[str, Any]:
+    """The DeepSpeed JSON, derived from the GRPO settings (batch sizes are never set twice) and merged
+    with ``trainer.deepspeed`` (a passthrough for any other DeepSpeed key)."""
+    micro = algo["micro_batch_size"]
+    per_rank_mini = max(1, algo["mini_batch_size"] // world)
+    gas = max(1, math.ceil(per_rank_mini / micro))
+    zero: dict[str, Any] = {"stage": int(trainer["zero_stage"]), "overlap_comm": False, "contiguous_gradients": True}
+    if trainer.get("offload_optimizer"):
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+    if trainer.get("offload_param"):
+        zero["offload_param"] = {"device": "cpu", "pin_memory": True}
+    if zero["stage"] == 3:
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
+    cfg: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": micro,
+        "gradient_accumulation_steps": gas,
+        "train_batch_size": micro * gas * world,
+        "gradient_clipping": optim.get("grad_clip", 1.0) or 0.0,
+        "zero_optimization": zero,
+        "bf16": {"enabled": bool(bf16)},
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+    return _deep_merge(cfg, dict(trainer.get("deepspeed") or {}))
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+class DeepSpeedEngine:
+    """DeepSpeed ZeRO-1/2/3 around the same AdamW. Gradient accumulation boundaries are set by the loop
+    (mini-batches may hold a varying number of micro-batches after group filtering), and losses arrive
+    already normalised by the global mini-batch totals, so DeepSpeed must not rescale them."""
+
+    def __init__(self, model: torch.nn.Module, optim: dict[str, Any], total_steps: int, ds_config: dict[str, Any]):
+        import deepspeed
+
+        # Skip the ~60 s shared-memory comm op build on CPU; gloo does the collectives.
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+        self.config = ds_config
+        self.engine, self.optimizer, _, _ = deepspeed.initialize(model=model, optimizer=make_adamw(model, optim), config=ds_config)
+        self.schedule = _Schedule(optim, total_steps)
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.engine.module
+
+    @property
+    def zero_stage(self) -> int:
+        return int(self.config["zero_optimization"]["stage"])
+
+    def set_lr_for_step(self, step: int) -> None:
+        for g in self.optimizer.param_groups:
+            g["lr"] = self.schedule.lr_at(step)
+
+    def backward(self, loss: torch.Tensor, last: bool = True) -> None:
+        self.engine.set_gradient_accumulation_boundary(last)
+        self.engine.backward(loss, scale_wrt_gas=False)
+
+    def zero_grad(self) -> None:
+        self.engine.zero_grad()
+
+    def step(self) -> float:
+        self.engine.step()
+        norm = self.engine.get_global_grad_norm()
+        return float(norm) if norm is not None else float("nan")
+
+    def skip_step(self) -> float:
+        """Close the accumulation boundary without moving the weights (lr 0 for this step). DeepSpeed
+        owns the partitioned gradients, so Adam's moments still see the partial gradient: a known
+        difference from the single-process engine, which drops it entirely."""
+        saved = [g["lr"] for g in self.optimizer.param_groups]
+        for g in self.optimizer.param_groups:
+            g["lr"] = 0.0
+        self.engine.step()
+        for g, lr in zip(self.optimizer.param_groups, saved):
+            g["lr"] = lr
+        return float("nan")
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+    def save(self, ckpt_dir, client_state: dict[str, Any]) -> None:
+        """Model, optimizer and per-rank state in DeepSpeed's own format (every rank calls this)."""
+        self.engine.save_checkpoint(str(ckpt_dir / "deepspeed"), tag="state", client_state=client_state)
+
+    def load(self, ckpt_dir) -> None:
+        self.engine.load_checkpoint(str(ckpt_dir / "deepspeed"), tag="state")
+
+    def full_state_dict(self) -> dict[str, torch.Tensor] | None:
+        """Consolidated weights for the HF export (on rank 0; None elsewhere under ZeRO-3)."""
+        if self.zero_stage == 3:
+            return self.engine._zero3_consolidated_16bit_state_dict()
+        return self.module.state_dict()

@@ -15,18 +15,19 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from rlvr_cli import dist as ddp
 from rlvr_cli.advantages import grpo_advantages, zero_std_groups
 from rlvr_cli.data.datasets import PromptSampler, load_prompts
 from rlvr_cli.eval import sample_and_grade, summarize_samples
 from rlvr_cli.losses import ClipSpec, agg_loss, clipped_token_loss, kl_penalty, masked_mean
 from rlvr_cli.methods import StepContext, build_method
 from rlvr_cli.methods.covariance import entropy_dynamics
-from rlvr_cli.models import load_model, load_tokenizer, pick_device
-from rlvr_cli.progress import StepProgress, console
+from rlvr_cli.models import load_model, load_tokenizer, pick_device, pick_dtype
+from rlvr_cli.progress import StepProgress
 from rlvr_cli.rewards import MathGrader
 from rlvr_cli.rollout import generate_rollouts, policy_token_stats
 from rlvr_cli.trainer import checkpoint as ckpt
-from rlvr_cli.trainer.engine import TorchEngine
+from rlvr_cli.trainer.engine import DeepSpeedEngine, TorchEngine, deepspeed_config
 from rlvr_cli.tracking import build_tracker
 from rlvr_cli.types import PolicyBatch, TrainBatch
 
@@ -61,8 +62,14 @@ class GRPOTrainer:
         self.algo, self.rollout_cfg, self.trainer_cfg = c(cfg.algo), c(cfg.rollout), c(cfg.trainer)
         if self.trainer_cfg.get("num_threads"):
             torch.set_num_threads(int(self.trainer_cfg["num_threads"]))
-        torch.manual_seed(cfg.seed)
         self.device = pick_device(self.trainer_cfg.get("device", "auto"))
+        self.distributed = self.trainer_cfg.get("kind") == "deepspeed"
+        if self.distributed:
+            ddp.init_distributed(self.device)
+            if self.device.type == "cuda":
+                self.device = torch.device("cuda", torch.cuda.current_device())
+        self.rank, self.world = ddp.rank(), ddp.world_size()
+        torch.manual_seed(cfg.seed + self.rank)  # ranks sample different responses
         self.tokenizer = load_tokenizer(c(cfg.model))
         self.train_prompts, self.train_report = load_prompts(c(cfg.data), self.tokenizer, "train")
         self.test_prompts, self.test_report = load_prompts(c(cfg.data), self.tokenizer, "test")
@@ -77,12 +84,20 @@ class GRPOTrainer:
         policy_path = str(self.resume_from / "hf") if self.resume_from else None
         self.model = load_model(c(cfg.model), self.device, policy_path)
         self.ref_model = self._load_reference(c(cfg.model)) if self.algo["kl"]["enabled"] else None
-        self.engine = TorchEngine(self.model, c(cfg.optim), self.trainer_cfg["max_steps"])
+        self.engine = self._build_engine(c(cfg.optim), c(cfg.model))
+        self.model = self.engine.module
         if self.resume_from:
-            self._restore(ckpt.load_state(self.resume_from))
-        self.tracker = build_tracker(c(cfg.logger), c(cfg), self.out_dir, self.step if self.resume_from else None)
+            self._restore(ckpt.load_state(self.resume_from, self.rank))
+        self.tracker = build_tracker(c(cfg.logger), c(cfg), self.out_dir, self.step if self.resume_from else None, self.rank)
 
     # ------------------------------------------------------------------------------------------ setup
+    def _build_engine(self, optim: dict[str, Any], model_cfg: dict[str, Any]):
+        total = self.trainer_cfg["max_steps"]
+        if not self.distributed:
+            return TorchEngine(self.model, optim, total)
+        bf16 = pick_dtype(model_cfg.get("dtype", "auto"), self.device) == torch.bfloat16
+        return DeepSpeedEngine(self.model, optim, total, deepspeed_config(self.trainer_cfg, self.algo, optim, self.world, bf16))
+
     def _load_reference(self, model_cfg: dict[str, Any]):
         """The frozen initial policy for the KL term (always the config's model, also after resume)."""
         ref = load_model({**model_cfg, "gradient_checkpointing": False}, self.device)
@@ -91,7 +106,7 @@ class GRPOTrainer:
 
     def _state(self) -> dict[str, Any]:
         return {
-            "step": self.step, "engine": self.engine.state_dict(), "rng": ckpt.rng_state(),
+            "step": self.step, "engine": self.engine.state_dict(),
             "sampler": self.sampler.state_dict(), "method": self.method.state_dict(),
             "bad_streak": self.bad_streak, "prev_entropy": self.prev_entropy,
             "config": OmegaConf.to_container(self.cfg, resolve=True),
@@ -100,29 +115,33 @@ class GRPOTrainer:
     def _restore(self, state: dict[str, Any]) -> None:
         self.step = int(state["step"])
         self.engine.load_state_dict(state["engine"])
+        self.engine.load(self.resume_from)
         ckpt.set_rng_state(state["rng"])
         self.sampler.load_state_dict(state["sampler"])
         self.method.load_state_dict(state["method"])
         self.bad_streak, self.prev_entropy = state.get("bad_streak", 0), state.get("prev_entropy")
-        console.print(f"[yellow]resumed from {self.resume_from} at step {self.step}")
+        ddp.print0(f"[yellow]resumed from {self.resume_from} at step {self.step}")
 
     def save(self) -> Path:
-        return ckpt.save_checkpoint(self.out_dir, self.step, self.model, self.tokenizer, self._state(),
-                                    keep_last=self.trainer_cfg.get("keep_last"))
+        """HF weights + trainer state (rank 0), per-rank RNG, and the engine's own state (all ranks)."""
+        return ckpt.save_checkpoint(self.out_dir, self.step, self.engine, self.tokenizer, self._state(),
+                                    keep_last=self.trainer_cfg.get("keep_last"), rank=self.rank)
 
     # ------------------------------------------------------------------------------------------ step
     def train_step(self) -> dict[str, float]:
         """One GRPO step over a fresh batch of prompts."""
         t0 = time.perf_counter()
         step = self.step + 1
-        # 1. data
-        prompts = self.sampler.next_batch(self.rollout_cfg["prompts_per_step"])
+        self.engine.set_lr_for_step(self.step)
+        # 1. data: the same global batch on every rank, each rank takes its own prompts (whole groups)
+        prompts = self.sampler.next_batch(self.rollout_cfg["prompts_per_step"])[self.rank :: self.world]
         # 2. rollout: G samples per prompt
-        rollouts = generate_rollouts(
-            self.model, self.tokenizer, prompts, self.algo["group_size"], self.rollout_cfg["max_new_tokens"],
-            self.rollout_cfg["temperature"], self.rollout_cfg["top_p"], self.rollout_cfg["batch_size"],
-            self.rollout_cfg.get("max_prompt_len"),
-        )
+        with self._gathered_params():
+            rollouts = generate_rollouts(
+                self.model, self.tokenizer, prompts, self.algo["group_size"], self.rollout_cfg["max_new_tokens"],
+                self.rollout_cfg["temperature"], self.rollout_cfg["top_p"], self.rollout_cfg["batch_size"],
+                self.rollout_cfg.get("max_prompt_len"),
+            )
         t_gen = time.perf_counter() - t0
         # 3. reward: verify each response's final answer
         grades = self.grader.grade(rollouts.texts, [prompts[g].answer for g in rollouts.group_ids.tolist()])
@@ -131,25 +150,46 @@ class GRPOTrainer:
         adv = grpo_advantages(scores, rollouts.group_ids, self.algo["norm_adv_by_std"], self.algo["adv_eps"])
         keep = ~zero_std_groups(scores, rollouts.group_ids) if self.algo["filter_zero_std_groups"] else torch.ones_like(scores, dtype=torch.bool)
         metrics = self._rollout_metrics(rollouts, grades, scores, keep, t_gen)
-        if keep.any():
-            kept = rollouts.select(keep)
-            batch = TrainBatch(kept, scores[keep], adv[keep, None] * kept.response_mask)
+        if ddp.all_sum(float(keep.sum())) > 0:
+            batch = self._train_batch(rollouts, scores, adv, keep)
             # 5. old log-probs and the token statistics the method asked for (rollout policy, no grad)
             batch.token = self._score(batch)
             metrics.update(self._dynamics(batch))
             # 6. method: batch-scope statistics (quantiles, top-k, anchors) over the whole train batch
-            ctx = StepContext(step=step, total_steps=self.trainer_cfg["max_steps"], seed=self.cfg.seed)
+            ctx = StepContext(step=step, total_steps=self.trainer_cfg["max_steps"], seed=self.cfg.seed,
+                              gather=ddp.gather_1d, world_size=self.world, rank=self.rank)
             metrics.update({f"method/{self.method.name}/{k}": v for k, v in self.method.prepare(batch, ctx).items()})
             # 7. loss + optimizer steps over mini-/micro-batches
             metrics.update(self._update(batch, step))
         else:
             metrics["train/skipped_no_signal"] = 1.0
-        self.engine.scheduler_step()
         self.step = step
-        # 8. metrics
+        # 8. metrics, averaged over ranks
         metrics["optim/lr"] = self.engine.lr
         metrics["perf/step_s"] = time.perf_counter() - t0
-        return metrics
+        return ddp.mean_metrics(metrics)
+
+    def _train_batch(self, rollouts, scores, adv, keep) -> TrainBatch:
+        """The kept responses with token-level advantages. A rank whose groups were all filtered keeps
+        one response with its mask zeroed, so it still takes part in every collective of the update."""
+        empty = not keep.any()
+        if empty:
+            keep = torch.zeros_like(keep).index_fill_(0, torch.tensor([0]), True)
+        kept = rollouts.select(keep)
+        if empty:
+            kept.response_mask = torch.zeros_like(kept.response_mask)
+        return TrainBatch(kept, scores[keep], adv[keep, None] * kept.response_mask)
+
+    def _gathered_params(self):
+        """Under ZeRO-3, generation runs with the full weights gathered on every rank (memory: one full
+        copy of the policy per GPU during rollout); elsewhere a no-op."""
+        import contextlib
+
+        if isinstance(self.engine, DeepSpeedEngine) and self.engine.zero_stage == 3:
+            import deepspeed
+
+            return deepspeed.zero.GatheredParameters(list(self.model.parameters()), modifier_rank=None)
+        return contextlib.nullcontext()
 
     def _rollout_metrics(self, rollouts, grades, scores, keep, t_gen) -> dict[str, float]:
         lengths = rollouts.response_mask.sum(-1).float()
@@ -173,27 +213,38 @@ class GRPOTrainer:
         needs = self.method.needs
         names = ["logprobs", "entropy", *needs.rollout]
         out: dict[str, list[torch.Tensor]] = {}
-        n, t = batch.response_mask.shape
-        for idx in _split(len(batch), self.algo["micro_batch_size"]):
-            mb = _rows(batch, idx)
-            ro = mb.rollouts
+        t = batch.response_mask.shape[1]
+        for idx in self._micro_splits(len(batch)):
+            if idx.numel() == 0:  # this rank has fewer rows: a dummy pass keeps ZeRO-3 collectives in step
+                self._token_stats(self.model, _rows(batch, torch.tensor([0])).rollouts, ["logprobs"], (), {})
+                continue
+            ro = _rows(batch, idx).rollouts
             stats = self._token_stats(self.model, ro, names, (), needs.fns)
             if self.ref_model is not None:
                 stats["ref_logprobs"] = self._token_stats(self.ref_model, ro, ["logprobs"], (), {})["logprobs"]
             for k, v in stats.items():
-                out.setdefault(k, []).append(torch.nn.functional.pad(v, (0, t - v.shape[1])))
+                out.setdefault(k, []).append(torch.nn.functional.pad(v, (0, t - v.shape[1])).cpu())
         token = {k: torch.cat(v) for k, v in out.items()}
         token["old_logprobs"] = token.pop("logprobs")
         return token
+
+    def _micro_splits(self, n_local: int) -> list[torch.Tensor]:
+        """Row indices per micro-batch; every rank gets the same number of micro-batches (some empty)."""
+        n_micro = ddp.all_max(math.ceil(n_local / self.algo["micro_batch_size"]))
+        parts = _split(n_local, self.algo["micro_batch_size"])
+        return parts + [torch.arange(0)] * (n_micro - len(parts))
 
     def _token_stats(self, model, ro, names, grad_names, fns):
         chunk = self.trainer_cfg.get("logprob_chunk_size", 1024)
         ckpt_logits = self.trainer_cfg.get("checkpoint_logits", "auto")
         if ckpt_logits == "auto":
-            ckpt_logits = model.get_output_embeddings().weight.shape[0] >= 32_000
+            ckpt_logits = model.config.vocab_size >= 32_000
+        # same number of LM-head calls on every rank (ZeRO-3 gathers the head's weights per call)
+        min_chunks = ddp.all_max(math.ceil(int(ro.response_mask.sum()) / chunk)) if self.world > 1 else 0
         return policy_token_stats(
             model, ro.input_ids.to(self.device), ro.attention_mask.to(self.device), ro.response_mask.to(self.device),
             ro.prompt_len, self.rollout_cfg["temperature"] or 1.0, names, grad_names, fns, chunk, bool(ckpt_logits),
+            min_chunks,
         )
 
     def _dynamics(self, batch: TrainBatch) -> dict[str, float]:
@@ -207,47 +258,61 @@ class GRPOTrainer:
     def _update(self, batch: TrainBatch, step: int) -> dict[str, float]:
         """PPO epochs over mini-batches (one optimizer step each) of micro-batches (grad accumulation).
 
-        Normalisers are the mini-batch totals (token count / sequence count), so the accumulated
-        gradient equals that of the whole mini-batch in one piece, whatever the micro-batch size.
+        A mini-batch is ``algo.mini_batch_size`` responses of the global batch: each rank takes the same
+        share of its local rows. Normalisers are the global mini-batch totals (tokens / sequences,
+        summed over ranks), so the accumulated gradient equals that of the whole mini-batch in one piece
+        whatever the micro-batch size or the number of ranks.
         """
         sums: dict[str, float] = {}
-        counts: dict[str, int] = {}
-
-        def add(k: str, v: float) -> None:
-            sums[k] = sums.get(k, 0.0) + v
-            counts[k] = counts.get(k, 0) + 1
-
+        n_local = len(batch)
+        n_mini = max(1, math.ceil(ddp.all_sum(n_local) / self.algo["mini_batch_size"]))
         skipped = 0
         for epoch in range(self.algo["ppo_epochs"]):
-            for mb_i, mb_idx in enumerate(_split(len(batch), self.algo["mini_batch_size"])):
-                mini = _rows(batch, mb_idx)
-                pg_mask = mini.method.get("loss_mask", mini.response_mask)
-                totals = (float(pg_mask.sum()), float((pg_mask.sum(-1) > 0).sum()),
-                          float(mini.response_mask.sum()), float((mini.response_mask.sum(-1) > 0).sum()))
-                finite = True
-                for mi, mi_idx in enumerate(_split(len(mini), self.algo["micro_batch_size"])):
-                    loss, m = self._micro_loss(_rows(mini, mi_idx), step, (epoch, mb_i, mi), totals)
-                    if not torch.isfinite(loss):
-                        finite = False
-                        break
-                    self.engine.backward(loss)
-                    for k, v in m.items():
-                        add(k, v)
-                grad_norm = self.engine.step() if finite else float("nan")
-                if not finite or not math.isfinite(grad_norm):
-                    self.engine.zero_grad()
+            for mb_i, mb_idx in enumerate(torch.tensor_split(torch.arange(n_local), n_mini)):
+                mini = _rows(batch, mb_idx if mb_idx.numel() else torch.tensor([0]))
+                if not mb_idx.numel():
+                    mini.rollouts.response_mask = torch.zeros_like(mini.rollouts.response_mask)
+                finite = self._minibatch_backward(mini, step, (epoch, mb_i), sums)
+                grad_norm = self.engine.step() if finite else self.engine.skip_step()
+                if not math.isfinite(grad_norm):
                     skipped += 1
                 else:
-                    add("optim/grad_norm", grad_norm)
-        out = {k: sums[k] / counts[k] for k in sums}
-        # loss values are per-micro-batch shares of the mini-batch loss: report their sum per mini-batch
-        n_mini = max(1, self.algo["ppo_epochs"] * len(_split(len(batch), self.algo["mini_batch_size"])) - skipped)
-        for k in ("loss/pg", "loss/kl", "loss/method_extra", "loss/total"):
-            if k in sums:
-                out[k] = sums[k] / n_mini
+                    sums["optim/grad_norm"] = sums.get("optim/grad_norm", 0.0) + grad_norm
+        n_steps = self.algo["ppo_epochs"] * n_mini
+        out = {k: v / n_steps for k, v in sums.items() if not k.startswith("#")}
+        # per-micro metrics are means over micro-batches; loss terms are shares that add up per mini-batch
+        for k in list(out):
+            if not k.startswith("loss/") and k != "optim/grad_norm":
+                out[k] = sums[k] / max(1, sums["#micro"])
+        if skipped < n_steps and "optim/grad_norm" in sums:
+            out["optim/grad_norm"] = sums["optim/grad_norm"] / (n_steps - skipped)
         out["train/nonfinite_skipped"] = float(skipped)
         self.bad_streak = self.bad_streak + 1 if skipped else 0
         return out
+
+    def _minibatch_backward(self, mini: TrainBatch, step: int, where: tuple[int, int], sums: dict[str, float]) -> bool:
+        """Accumulate the gradients of one mini-batch. Returns False if a loss was non-finite (on any
+        rank): that micro-batch contributes a zero gradient and the optimizer step is then skipped."""
+        pg_mask = mini.method.get("loss_mask", mini.response_mask)
+        totals = tuple(ddp.all_sum(x) for x in (
+            pg_mask.sum(), (pg_mask.sum(-1) > 0).sum(), mini.response_mask.sum(), (mini.response_mask.sum(-1) > 0).sum()))
+        finite = True
+        splits = self._micro_splits(len(mini))
+        for mi, idx in enumerate(splits):
+            micro = _rows(mini, idx if idx.numel() else torch.tensor([0]))
+            if not idx.numel():  # dummy micro-batch: contributes nothing, keeps ranks in step
+                micro.rollouts.response_mask = torch.zeros_like(micro.rollouts.response_mask)
+            loss, m = self._micro_loss(micro, step, (*where, mi), totals)
+            if not torch.isfinite(loss):
+                finite = False
+                loss = loss.nan_to_num(0.0, 0.0, 0.0) * 0.0
+            # DeepSpeed averages gradients over ranks; the loss is already a global share: undo the mean
+            self.engine.backward(loss * self.world, last=mi == len(splits) - 1)
+            if idx.numel():
+                for k, v in m.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                sums["#micro"] = sums.get("#micro", 0.0) + 1
+        return ddp.all_sum(0.0 if finite else 1.0) == 0
 
     def _micro_loss(self, mb: TrainBatch, step: int, where: tuple[int, int, int], totals) -> tuple[torch.Tensor, dict[str, float]]:
         """Loss of one micro-batch: the shared clipped objective, changed only through MethodOutput."""
@@ -273,41 +338,43 @@ class GRPOTrainer:
         mode, scale = self.algo["loss_agg_mode"], self.algo.get("loss_scale_factor") or self.rollout_cfg["max_new_tokens"]
         pg_loss = agg_loss(token_loss, pg_mask, mode, num_tokens=pg_tokens, num_seqs=pg_seqs, scale_factor=scale)
         loss = pg_loss
-        m = {"loss/pg": float(pg_loss), "actor/pg_clipfrac": float(masked_mean(clip_info["clipped"].float(), mask)),
+        m = {"loss/pg": float(pg_loss.detach()), "actor/pg_clipfrac": float(masked_mean(clip_info["clipped"].float(), mask)),
              "actor/pg_clipfrac_lower": float(masked_mean(clip_info["clipped_lower"].float(), mask)),
              "actor/ppo_kl": float(masked_mean(clip_info["neg_log_ratio"], mask))}
         if self.ref_model is not None:
             kl = kl_penalty(lp, pb.old_token["ref_logprobs"], self.algo["kl"]["type"])
             kl_loss = agg_loss(kl, mask, mode, num_tokens=all_tokens, num_seqs=all_seqs, scale_factor=scale)
             loss = loss + self.algo["kl"]["coef"] * kl_loss
-            m["loss/kl"] = float(kl_loss)
+            m["loss/kl"] = float(kl_loss.detach())
         if out.extra_loss is not None:
             share = float((mask.sum(-1) > 0).sum()) / max(all_seqs, 1.0)  # a mean over micro-batches
             loss = loss + out.extra_loss * share
-            m["loss/method_extra"] = float(out.extra_loss) * share
-        m["loss/total"] = float(loss)
+            m["loss/method_extra"] = float(out.extra_loss.detach()) * share
+        m["loss/total"] = float(loss.detach())
         m.update({f"method/{self.method.name}/{k}": v for k, v in out.metrics.items()})
         return loss, m
 
     # ------------------------------------------------------------------------------------------ run
     def validate(self) -> dict[str, float]:
-        """Sampled accuracy on the held-out split (the same code as ``rlvr eval``)."""
+        """Sampled accuracy on the held-out split (the same code as ``rlvr eval``); ranks split the
+        problems and average."""
         v = self.cfg.val
-        samples = sample_and_grade(self.model, self.tokenizer, self.test_prompts, self.grader, v.n, v.temperature,
-                                   v.top_p, v.max_new_tokens, self.rollout_cfg["batch_size"])
+        with self._gathered_params():
+            samples = sample_and_grade(self.model, self.tokenizer, self.test_prompts[self.rank :: self.world], self.grader,
+                                       v.n, v.temperature, v.top_p, v.max_new_tokens, self.rollout_cfg["batch_size"])
         name = self.cfg.data.name
-        return {f"val/{name}/{k}": val for k, val in summarize_samples(samples, v.n).items()}
+        return ddp.mean_metrics({f"val/{name}/{k}": val for k, val in summarize_samples(samples, v.n).items()})
 
     def fit(self) -> dict[str, float]:
         total, last = self.trainer_cfg["max_steps"], {}
         if self.step >= total:
-            console.print(f"[green]already at step {self.step}/{total}: nothing to do (trainer.max_steps to go further)")
+            ddp.print0(f"[green]already at step {self.step}/{total}: nothing to do (trainer.max_steps to go further)")
             return {}
         if self.step == 0 and self.cfg.val.every and self.cfg.val.at_start:
             last = self.validate()
             self.tracker.log(last, 0)
-            console.print(" | ".join(f"{k} {v:.3f}" for k, v in last.items() if "avg@" in k or "pass@" in k) + "  (before training)")
-        with StepProgress(total, self.step, enabled=self.trainer_cfg.get("progress", True)) as bar:
+            ddp.print0(" | ".join(f"{k} {v:.3f}" for k, v in last.items() if "avg@" in k or "pass@" in k) + "  (before training)")
+        with StepProgress(total, self.step, enabled=self.rank == 0, live=self.trainer_cfg.get("progress", True)) as bar:
             while self.step < total:
                 metrics = self.train_step()
                 every = self.cfg.val.every
@@ -322,7 +389,7 @@ class GRPOTrainer:
                 if os.environ.get(FAULT_KILL_ENV) == str(self.step):
                     os.kill(os.getpid(), signal.SIGKILL)
                 if stop:
-                    console.print(f"[red]stopping: {self.bad_streak} steps in a row had a non-finite loss or gradient; "
+                    ddp.print0(f"[red]stopping: {self.bad_streak} steps in a row had a non-finite loss or gradient; "
                                   f"checkpoint saved at step {self.step}")
                     break
         self.tracker.finish()

@@ -1,0 +1,98 @@
+"""Data-parallel helpers: rank discovery, gathers and metric reduction. Everything is an identity on
+one process, so the loop has no ``if world_size > 1`` branches."""
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from rlvr_cli.progress import console
+
+LAUNCHER_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+def under_launcher() -> bool:
+    """True when torchrun / the deepspeed launcher / Slurm (via its env) started this process."""
+    return all(k in os.environ for k in LAUNCHER_ENV)
+
+
+def init_distributed(device: torch.device) -> None:
+    """Join the process group (gloo on CPU, nccl on GPU). A single process without a launcher gets
+    the env a launcher would set, because DeepSpeed otherwise asks for mpi4py."""
+    if dist.is_available() and dist.is_initialized():
+        return
+    for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1"),
+                       ("MASTER_PORT", str(29500 + os.getpid() % 1000))):
+        os.environ.setdefault(key, value)
+    if device.type == "cuda":
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(minutes=30))
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def print0(*args, **kwargs) -> None:
+    if is_main():
+        console.print(*args, **kwargs)
+
+
+def all_sum(x: float) -> float:
+    if world_size() == 1:
+        return float(x)
+    t = torch.tensor([float(x)], dtype=torch.float64)
+    dist.all_reduce(t)
+    return float(t)
+
+
+def all_max(x: int) -> int:
+    if world_size() == 1:
+        return int(x)
+    t = torch.tensor([int(x)], dtype=torch.long)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t)
+
+
+def gather_1d(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate a variable-length 1-D tensor from every rank, in rank order (same on all ranks)."""
+    if world_size() == 1:
+        return x
+    device = x.device
+    x = x.detach().cpu()
+    sizes = [torch.zeros(1, dtype=torch.long) for _ in range(world_size())]
+    dist.all_gather(sizes, torch.tensor([x.numel()]))
+    longest = int(max(s.item() for s in sizes))
+    padded = torch.zeros(longest, dtype=x.dtype)
+    padded[: x.numel()] = x
+    parts = [torch.zeros(longest, dtype=x.dtype) for _ in sizes]
+    dist.all_gather(parts, padded)
+    return torch.cat([p[: int(s)] for p, s in zip(parts, sizes)]).to(device)
+
+
+def mean_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """Average every scalar over the ranks that report it (key sets may differ between ranks)."""
+    if world_size() == 1:
+        return metrics
+    every: list[dict[str, float]] = [{} for _ in range(world_size())]
+    dist.all_gather_object(every, metrics)
+    out: dict[str, float] = {}
+    for key in sorted(set().union(*every)):
+        values = [m[key] for m in every if key in m and m[key] is not None]
+        out[key] = sum(values) / len(values) if values else float("nan")
+    return out
+
+
+def barrier() -> None:
+    if world_size() > 1:
+        dist.barrier()
