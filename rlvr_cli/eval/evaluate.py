@@ -1,11 +1,15 @@
 """Sample n responses per problem and grade them with the training verifier."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 
 from rlvr_cli.rewards import MathGrader
 from rlvr_cli.rollout.generate import generate_rollouts
-from rlvr_cli.types import Prompt
+from rlvr_cli.types import Prompt, Rollouts
+
+# prompts -> (their n responses each, prompt-major; per-response extra statistics {name: [N] values})
+Generate = Callable[[list[Prompt]], tuple[Rollouts, dict[str, list[float]]]]
 
 
 @dataclass
@@ -17,24 +21,37 @@ class Sample:
     answer: str
     correct: bool
     status: str
-    length: int
-    truncated: bool
+    length: int  # response tokens, EOS included
+    truncated: bool  # no EOS within max_new_tokens
+    extra: dict[str, float] = field(default_factory=dict)  # sampler statistics (e.g. extrapolated tokens)
 
     def to_json(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        out.update(out.pop("extra"))
+        return out
 
 
 def sample_and_grade(
     model, tokenizer, prompts: list[Prompt], grader: MathGrader, n: int, temperature: float, top_p: float,
     max_new_tokens: int, batch_size: int = 64, prompts_per_chunk: int | None = None, on_chunk=None,
+    generate: Generate | None = None, max_prompt_len: int | None = None,
 ) -> list[Sample]:
-    """n samples for each prompt, graded. Prompts are processed in chunks so a progress callback
-    (``on_chunk(done_prompts)``) can report an ETA on long benchmarks."""
+    """n samples for each prompt, graded.
+
+    Prompts are processed in chunks of about ``batch_size`` sequences (prompts × n), so a progress
+    callback (``on_chunk(done_prompts)``) can report an ETA on long benchmarks. ``generate`` replaces
+    plain HF sampling (e.g. Δlog p extrapolation); it must return n responses per prompt, prompt-major.
+    """
+    if generate is None:
+        def generate(part: list[Prompt]) -> tuple[Rollouts, dict[str, list[float]]]:
+            ro = generate_rollouts(model, tokenizer, part, n, max_new_tokens, temperature, top_p, batch_size, max_prompt_len)
+            return ro, {}
+
     chunk = prompts_per_chunk or max(1, batch_size // max(1, n))
     samples: list[Sample] = []
     for start in range(0, len(prompts), chunk):
         part = prompts[start : start + chunk]
-        ro = generate_rollouts(model, tokenizer, part, n, max_new_tokens, temperature, top_p, batch_size)
+        ro, extras = generate(part)
         answers = [part[g].answer for g in ro.group_ids.tolist()]
         grades = grader.grade(ro.texts, answers)
         lengths = ro.response_mask.sum(-1).tolist()
@@ -42,7 +59,7 @@ def sample_and_grade(
             samples.append(Sample(
                 problem_id=part[g].id, sample_index=i % n, text=ro.texts[i], extracted=grade.extracted,
                 answer=part[g].answer, correct=grade.score > 0, status=grade.status, length=int(lengths[i]),
-                truncated=bool(ro.truncated[i]),
+                truncated=bool(ro.truncated[i]), extra={k: v[i] for k, v in extras.items()},
             ))
         if on_chunk is not None:
             on_chunk(min(len(prompts), start + chunk))

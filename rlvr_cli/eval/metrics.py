@@ -7,46 +7,59 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from rlvr_cli.rewards.grader import as_number
+
 
 def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k of Chen et al. 2021 (Codex, eq. 1): 1 − C(n−c, k) / C(n, k), for k ≤ n.
+    """Unbiased pass@k of Chen et al. 2021 (Codex, eq. 1): 1 − C(n−c, k) / C(n, k), for 1 ≤ k ≤ n.
 
     ``n`` samples of which ``c`` are correct. This is the expectation over all size-k subsets, not the
     biased "best of the first k" bootstrap.
     """
+    if not 0 <= c <= n:
+        raise ValueError(f"need 0 <= c <= n, got c={c}, n={n}")
+    if k < 1:
+        raise ValueError(f"pass@k needs k >= 1, got k={k}")
     if k > n:
         raise ValueError(f"pass@{k} needs at least {k} samples, got n={n}")
     if n - c < k:
         return 1.0
-    # numerically stable product form of 1 - C(n-c,k)/C(n,k)
+    # numerically stable product form of 1 - C(n-c,k)/C(n,k) = 1 - prod_{i=n-c+1}^{n} (1 - k/i)
     prod = 1.0
     for i in range(n - c + 1, n + 1):
         prod *= 1.0 - k / i
     return 1.0 - prod
 
 
-def _norm(answer: str) -> str:
+def vote_key(answer: str) -> str:
+    """What maj@n groups on: the exact value of a plain number (``25``, ``025``, ``25.0``, ``\\frac{1}{2}``
+    and ``0.5`` vote together, using the grader's own number parser), else the whitespace-free text."""
+    number = as_number(answer)
+    if number is not None:
+        return f"{number.value}{'%' if number.percent else ''}"
     return re.sub(r"\s+", "", answer).rstrip(".")
 
 
 def majority_vote(extracted: Sequence[str | None], correct: Sequence[bool]) -> bool:
-    """maj@n: the most frequent extracted answer (whitespace-insensitive; ties -> earliest) decides.
+    """maj@n: the most frequent extracted answer (see :func:`vote_key`) decides; ties go to the answer
+    that appeared first. Samples with no extracted answer do not vote; if none has one, maj@n is 0.
 
-    Samples with no extracted answer do not vote. Equivalent answers written differently (1/2 vs 0.5)
-    vote separately: a known simplification against math-verify clustering.
+    Non-numeric answers that are equal but written differently (``\\sqrt{12}`` vs ``2\\sqrt{3}``) vote
+    separately: a known simplification against clustering with math-verify.
     """
-    votes = Counter(_norm(a) for a in extracted if a)
+    keys = [vote_key(a) if a else None for a in extracted]
+    votes = Counter(k for k in keys if k is not None)
     if not votes:
         return False
     top = max(votes.values())
-    winner = next(_norm(a) for a in extracted if a and votes[_norm(a)] == top)
-    return any(ok for a, ok in zip(extracted, correct) if a and _norm(a) == winner)
+    winner = next(k for k in keys if k is not None and votes[k] == top)
+    return any(ok for k, ok in zip(keys, correct) if k == winner)
 
 
 def pass_ks(n: int) -> list[int]:
-    """k = 1, 2, 4, ... ≤ n, plus n itself."""
+    """k = 1, 2, 4, ... ≤ n, plus n itself (pass@n = at least one correct)."""
     ks = [2**i for i in range(int(math.log2(n)) + 1)] if n >= 1 else []
-    return sorted(set(ks + [n]))
+    return sorted(set(ks + [n])) if n >= 1 else []
 
 
 def summarize_samples(samples: Sequence[Any], n: int) -> dict[str, float]:

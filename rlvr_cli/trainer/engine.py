@@ -65,6 +65,9 @@ class TorchEngine:
         for g in self.optimizer.param_groups:
             g["lr"] = self.schedule.lr_at(step)
 
+    def before_forward(self) -> None:
+        pass
+
     def backward(self, loss: torch.Tensor, last: bool = True) -> None:
         loss.backward()
 
@@ -167,6 +170,15 @@ class DeepSpeedEngine:
     def backward(self, loss: torch.Tensor, last: bool = True) -> None:
         self.engine.set_gradient_accumulation_boundary(last)
         self.engine.backward(loss, scale_wrt_gas=False)
+
+    def before_forward(self) -> None:
+        """What ``DeepSpeedEngine.forward`` does first: close the previous backward's bookkeeping. The loop
+        calls the module's parts directly (chunked LM head), so it must do this itself: without it
+        ZeRO-3 overwrites, instead of accumulating, the previous micro-batch's gradient partitions."""
+        from deepspeed.runtime.base_optimizer import ZeROOptimizer
+
+        if isinstance(self.engine.optimizer, ZeROOptimizer):
+            self.engine.optimizer.clear_backward_seen_flag()
 
     def zero_grad(self) -> None:
         self.engine.zero_grad()

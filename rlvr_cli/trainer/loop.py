@@ -279,11 +279,10 @@ class GRPOTrainer:
                 else:
                     sums["optim/grad_norm"] = sums.get("optim/grad_norm", 0.0) + grad_norm
         n_steps = self.algo["ppo_epochs"] * n_mini
-        out = {k: v / n_steps for k, v in sums.items() if not k.startswith("#")}
-        # per-micro metrics are means over micro-batches; loss terms are shares that add up per mini-batch
-        for k in list(out):
-            if not k.startswith("loss/") and k != "optim/grad_norm":
-                out[k] = sums[k] / max(1, sums["#micro"])
+        # loss terms are this rank's shares of each mini-batch loss: summed per mini-batch, scaled by the
+        # world size so the mean over ranks (the metric reduction) is their sum; the rest are means
+        out = {k: v / n_steps * self.world for k, v in sums.items() if k.startswith("loss/")}
+        out.update({k: v / max(1, sums["#micro"]) for k, v in sums.items() if not k.startswith(("loss/", "#", "optim/"))})
         if skipped < n_steps and "optim/grad_norm" in sums:
             out["optim/grad_norm"] = sums["optim/grad_norm"] / (n_steps - skipped)
         out["train/nonfinite_skipped"] = float(skipped)
@@ -318,6 +317,7 @@ class GRPOTrainer:
         """Loss of one micro-batch: the shared clipped objective, changed only through MethodOutput."""
         pg_tokens, pg_seqs, all_tokens, all_seqs = totals
         needs = self.method.needs
+        self.engine.before_forward()
         stats = self._token_stats(self.model, mb.rollouts, ["logprobs", *needs.update], ["logprobs", *needs.update_grad], needs.fns)
         mask = mb.response_mask.to(self.device).float()
         lp = stats.pop("logprobs")

@@ -1,0 +1,425 @@
+"""``rlvr eval``: n samples per problem on each benchmark, graded by the training verifier.
+
+``eval_main`` walks these steps:
+
+1. resolve the benchmarks: ``conf/benchmark/<name>.yaml`` merged with ``benchmark_overrides.<name>``;
+2. load the policy (and, for Δlog p extrapolation, its base model) and the grader;
+3. per benchmark: load problems -> sample + grade (progress bar with ETA) -> a table of avg@n, pass@k,
+   maj@n, length, truncation, grader timeouts; results.json / samples.jsonl are rewritten after each one,
+   so a long run that stops keeps the finished benchmarks;
+4. results.md: the numbers plus everything that produced them.
+
+Each benchmark is seeded with ``torch.manual_seed(seed)`` before sampling, so its numbers do not depend
+on which benchmarks ran before it.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+import platform
+import re
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from rlvr_cli.errors import UserError
+from rlvr_cli.eval.evaluate import Sample, sample_and_grade
+from rlvr_cli.eval.metrics import pass_ks, summarize_samples
+from rlvr_cli.types import Prompt
+
+log = logging.getLogger(__name__)
+BENCHMARK_DIR = Path(__file__).resolve().parents[2] / "conf" / "benchmark"
+
+
+# ------------------------------------------------------------------------------------- 1. benchmarks
+def benchmark_names() -> list[str]:
+    return sorted(p.stem for p in BENCHMARK_DIR.glob("*.yaml"))
+
+
+def resolve_benchmarks(names: Any, overrides: Any) -> list[dict[str, Any]]:
+    """``benchmarks`` (list of names) + ``benchmark_overrides`` -> one plain dict per benchmark."""
+    names = [names] if isinstance(names, str) else list(names or [])
+    overrides = OmegaConf.to_container(overrides, resolve=True) if isinstance(overrides, DictConfig) else dict(overrides or {})
+    valid = benchmark_names()
+    if not names:
+        raise UserError(f"no benchmarks given; e.g. benchmarks=[aime24,amc23] (valid: {', '.join(valid)})")
+    for name in [*names, *overrides]:
+        if name not in valid:
+            raise UserError(f"unknown benchmark '{name}'; valid: {', '.join(valid)} (conf/benchmark/*.yaml)")
+    stray = sorted(set(overrides) - set(names))
+    if stray:
+        raise UserError(f"benchmark_overrides for {', '.join(stray)}, which is not in benchmarks={names}")
+    out = []
+    for name in dict.fromkeys(names):
+        bench = OmegaConf.to_container(OmegaConf.load(BENCHMARK_DIR / f"{name}.yaml"), resolve=True)
+        extra = overrides.get(name) or {}
+        unknown = sorted(set(extra) - set(bench))
+        if unknown:
+            raise UserError(f"unknown key(s) {', '.join(unknown)} in benchmark_overrides.{name}; "
+                            f"valid: {', '.join(sorted(bench))}")
+        bench.update(extra)
+        bench["name"] = name
+        out.append(bench)
+    return out
+
+
+def _first_key(row: dict, keys: Any) -> Any:
+    for key in [keys] if isinstance(keys, str) else keys:
+        if key in row and row[key] is not None:
+            return row[key]
+    return None
+
+
+def _canonical_rows(rows: list[Any], bench: dict[str, Any]) -> list[Any]:
+    """Rows as ``{id, problem, answer}`` with the benchmark's field names resolved (a list of names: the
+    first present). gsm8k answers without "####" (already clean copies) are taken as they are. Malformed
+    rows pass through unchanged so ``rows_to_prompts`` counts them."""
+    from rlvr_cli.data.datasets import normalise_answer
+
+    out: list[Any] = []
+    for row in rows:
+        if not isinstance(row, dict):
+            out.append(row)
+            continue
+        raw = _first_key(row, bench.get("answer_key", "answer"))
+        fmt = bench.get("answer_format", "plain")
+        if fmt == "gsm8k" and raw is not None and "####" not in str(raw):
+            fmt = "plain"
+        pid = _first_key(row, bench.get("id_key", "id"))
+        out.append({"problem": _first_key(row, bench.get("problem_key", "problem")),
+                    "answer": normalise_answer(raw, fmt), **({"id": str(pid)} if pid is not None else {})})
+    return out
+
+
+# JSON-escape damage: a "\f", "\b", "\a", "\v" that began a TeX command became a control character
+# ("\frac" -> form feed + "rac"); "\t" and "\r" only count before the rest of a common command, since tabs
+# also indent Asymptote code ("\textbf" -> tab + "extbf", "\right" -> CR + "ight").
+_ESCAPE_DAMAGE = re.compile(r"[\x07\x08\x0b\x0c]|\t(?:ext|imes|heta|au\b|riangle|an\b|frac|o\b)|\r(?:ight|ho\b|angle)")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _read_source(bench: dict[str, Any]) -> tuple[list[Any], Counter, dict[str, Any]]:
+    """Raw rows of a file benchmark (local ``path``, else ``hub_id``) and where exactly they came from."""
+    from rlvr_cli.data.datasets import read_rows
+
+    split, subset, revision = bench.get("split") or "test", bench.get("subset"), bench.get("revision")
+    if bench.get("path"):
+        p = Path(str(bench["path"])).expanduser()
+        if not p.exists():
+            raise UserError(f"benchmark {bench['name']}: file not found: {bench['path']}")
+        rows, bad = read_rows(str(p), split, subset)
+        source = {"kind": "local", "path": str(p.resolve()), "sha256": sha256_file(p) if p.is_file() else None}
+        return rows, bad, source
+    hub_id = bench.get("hub_id")
+    if not hub_id:
+        raise UserError(f"benchmark {bench['name']} has neither `path` nor `hub_id`")
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(hub_id, subset, split=split, revision=revision)
+    except Exception as e:  # offline, unknown id, unknown split: the user fixes the config or uses a copy
+        raise UserError(f"benchmark {bench['name']}: could not load {hub_id} (split {split}): "
+                        f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+                        f"(local copy: +benchmark_overrides.{bench['name']}.path=<file>)") from None
+    source = {"kind": "hub", "hub_id": hub_id, "split": split, "subset": subset, "revision": revision,
+              "fingerprint": getattr(ds, "_fingerprint", None)}
+    return list(ds), Counter(), source
+
+
+def load_benchmark(bench: dict[str, Any], tokenizer, ev: DictConfig) -> tuple[list[Prompt], dict[str, Any]]:
+    """Prompts of one benchmark (first ``limit`` problems) and its provenance record."""
+    from rlvr_cli.data.datasets import rows_to_prompts
+
+    name = bench["name"]
+    template = ev.get("template") or bench.get("template", "qwen_math")
+    limit = bench.get("limit") or ev.get("limit")
+    if bench.get("source", "file") == "synthetic":
+        from rlvr_cli.data.synthetic import arith_split
+
+        size = min(int(limit), int(bench["size"])) if limit else int(bench["size"])
+        params = dict(bench.get("synthetic") or {})
+        rows, bad = arith_split(bench.get("split", "test"), size, **params), Counter()
+        source = {"kind": "synthetic", "generator": "rlvr_cli.data.synthetic.arith_split",
+                  "split": bench.get("split", "test"), "size": size, "params": params}
+    else:
+        rows, bad, source = _read_source(bench)
+        source["rows_in_source"] = len(rows) + sum(bad.values())
+        if limit:
+            rows = rows[: int(limit)]
+        rows = _canonical_rows(rows, bench)
+    prompts, report = rows_to_prompts(rows, tokenizer, template, "problem", "answer", "plain",
+                                      id_key="id", source=name, skipped=bad)
+    damaged = sum(bool(_ESCAPE_DAMAGE.search(p.problem)) for p in prompts)
+    if damaged:
+        log.warning("%s: %d problem(s) contain control characters, the mark of broken LaTeX escapes "
+                    "(\\frac -> form feed + 'rac'); check the copy", name, damaged)
+    fields = {k: bench.get(k) for k in ("problem_key", "answer_key", "id_key", "answer_format") if k in bench}
+    return prompts, {"source": source, "fields": fields, "template": template, "limit": limit,
+                     "problems": len(prompts), "skipped": dict(report.skipped), "suspect_latex_escapes": damaged}
+
+
+# ---------------------------------------------------------------------------------------- 2. models
+def _model_record(model, model_cfg: dict[str, Any], path: str, device: torch.device) -> dict[str, Any]:
+    from rlvr_cli.models import resolve_model_path
+
+    resolved = resolve_model_path(path)
+    rec = {"name": model_cfg.get("name"), "path": path, "resolved_path": resolved,
+           "dtype": str(next(model.parameters()).dtype).removeprefix("torch."), "device": str(device),
+           "params": sum(p.numel() for p in model.parameters()),
+           "revision": getattr(model.config, "_commit_hash", None)}
+    weights = Path(resolved) / "model.safetensors"
+    if weights.is_file():
+        rec["weights_sha256"] = sha256_file(weights)
+    return rec
+
+
+def _load_base(cfg: DictConfig, model_cfg: dict[str, Any], model, tokenizer, device: torch.device):
+    """The base model for extrapolation; refuses another vocabulary (Δlog p compares token ids)."""
+    from rlvr_cli.models import load_model, load_tokenizer
+    from rlvr_cli.rollout.extrapolate import check_same_vocab
+
+    base_path = str(cfg.extrapolate.base)
+    base = load_model(model_cfg, device, path=base_path)
+    check_same_vocab(model, base)
+    try:
+        base_tok = load_tokenizer({**model_cfg, "path": base_path, "tokenizer": None})
+    except (OSError, ValueError) as e:
+        log.warning("extrapolate.base %s has no loadable tokenizer (%s): only vocabulary sizes checked", base_path, e)
+        return base
+    if base_tok.get_vocab() != tokenizer.get_vocab():
+        raise UserError(f"extrapolate.base {base_path} has a different tokenizer from model.path "
+                        f"{model_cfg['path']}; Δlog p needs both models on one vocabulary")
+    return base
+
+
+# ------------------------------------------------------------------------------------ 3. one benchmark
+def _extrap_metrics(samples: list[Sample]) -> dict[str, float]:
+    flagged = sum(s.extra.get("extrap_tokens", 0) for s in samples)
+    tokens = sum(s.length for s in samples)
+    return {
+        "extrap/trigger_rate": flagged / max(tokens, 1),
+        "extrap/changed_rate": sum(s.extra.get("extrap_changed", 0) for s in samples) / max(flagged, 1),
+        "extrap/dlogp_flagged_mean": sum(s.extra.get("extrap_dlogp_sum", 0.0) for s in samples) / max(flagged, 1),
+        "extrap/flagged_tokens": float(flagged),
+    }
+
+
+def _progress(enabled: bool):
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    from rlvr_cli.progress import console
+
+    return Progress(TextColumn("[bold blue]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("samples"), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
+                    TextColumn("ETA"), TimeRemainingColumn(), console=console, disable=not enabled)
+
+
+def metrics_table(name: str, metrics: dict[str, float], n: int, title_extra: str = ""):
+    from rich.table import Table
+
+    table = Table(title=f"{name}: {int(metrics.get('problems', 0))} problems × n={n}{title_extra}")
+    cols = [f"avg@{n}", *[f"pass@{k}" for k in pass_ks(n)], f"maj@{n}"]
+    extra = [("mean len", "response_len_mean", "{:.1f}"), ("truncated", "truncated_frac", "{:.1%}"),
+             ("timeouts", "grader_timeouts", "{:.0f}")]
+    if "extrap/trigger_rate" in metrics:
+        extra += [("extrap", "extrap/trigger_rate", "{:.2%}"), ("mean Δlog p", "extrap/dlogp_flagged_mean", "{:.3f}")]
+    for c in cols:
+        table.add_column(c, justify="right", style="bold" if c == f"avg@{n}" else None)
+    for label, _, _ in extra:
+        table.add_column(label, justify="right", style="dim")
+    table.add_row(*[f"{metrics[c]:.3f}" for c in cols], *[fmt.format(metrics[k]) for _, k, fmt in extra])
+    return table
+
+
+# ------------------------------------------------------------------------------------------ 4. report
+def results_markdown(results: dict[str, Any]) -> str:
+    s = results["sampling"]
+    n = s["n"]
+    keys = [f"avg@{n}", *[f"pass@{k}" for k in pass_ks(n)], f"maj@{n}"]
+    lines = [f"# rlvr eval: {results['model']['name']} ({results['model']['path']})", "",
+             f"`{results['command'] or 'eval_main() from Python'}`", "",
+             "| benchmark | problems | " + " | ".join(keys) + " | mean len | truncated | timeouts |",
+             "|---|---:|" + "---:|" * (len(keys) + 3)]
+    for name, b in results["benchmarks"].items():
+        m = b["metrics"]
+        lines.append(f"| {name} | {b['problems']} | " + " | ".join(f"{m[k]:.3f}" for k in keys)
+                     + f" | {m['response_len_mean']:.1f} | {m['truncated_frac']:.1%} | {m['grader_timeouts']:.0f} |")
+    lines += ["", "## How these numbers were produced", ""]
+    model = results["model"]
+    lines.append(f"- model: `{model['path']}` -> `{model['resolved_path']}`, {model['dtype']} on {model['device']}, "
+                 f"{model['params']:,} parameters" + (f", revision {model['revision']}" if model.get("revision") else ""))
+    lines.append(f"- sampling: n={n}, temperature={s['temperature']}, top_p={s['top_p']}, "
+                 f"max_new_tokens={s['max_new_tokens']}, batch_size={s['batch_size']}, seed={results['seed']}")
+    g = results["grader"]
+    lines.append(f"- grader: {g['verifier']}, extract={g['extract']}, timeout_s={g['timeout_s']}, workers={g['num_workers']}")
+    x = results["extrapolate"]
+    if x["enabled"]:
+        lines.append(f"- Δlog p extrapolation: base `{x['base']}`, γ={x['gamma']}, τ={x['tau']}, driver={x['driver']}, "
+                     f"cand_topk={x['cand_topk']}, resample={x['resample']}")
+    else:
+        lines.append("- Δlog p extrapolation: off")
+    for name, b in results["benchmarks"].items():
+        src = b["source"]
+        extrap = (f", extrapolated {b['metrics']['extrap/trigger_rate']:.2%} of tokens"
+                  if "extrap/trigger_rate" in b["metrics"] else "")
+        lines.append(f"- {name}: {_source_text(b['source'])}; template {b['template']}, max_new_tokens {b['max_new_tokens']}, "
+                     f"limit {b['limit']}, skipped {sum(b['skipped'].values())} malformed rows; "
+                     f"{b['wall_s']:.1f} s, {b['samples_per_s']:.2f} samples/s{extrap}")
+    lines.append(f"- rlvr {results['rlvr_version']}, torch {results['torch_version']}, "
+                 f"transformers {results['transformers_version']}, python {results['python_version']}; "
+                 f"started {results['started_at']}, wall time {results['wall_s']:.1f} s")
+    return "\n".join(lines) + "\n"
+
+
+def _source_text(src: dict[str, Any]) -> str:
+    if src["kind"] == "local":
+        return f"`{src['path']}` (sha256 {src['sha256']})"
+    if src["kind"] == "hub":
+        subset = f" subset {src['subset']}" if src.get("subset") else ""
+        return (f"hub `{src['hub_id']}` split {src['split']}{subset}, revision {src.get('revision') or 'unpinned'}, "
+                f"fingerprint {src.get('fingerprint')}")
+    return f"synthetic {src['split']} split, {src['size']} problems, {src['params']}"
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for key, pkg in (("rlvr_version", "rlvr-cli"), ("transformers_version", "transformers"), ("math_verify_version", "math-verify")):
+        try:
+            out[key] = version(pkg)
+        except PackageNotFoundError:
+            out[key] = "unknown"
+    out["torch_version"] = torch.__version__
+    out["python_version"] = platform.python_version()
+    return out
+
+
+def _check(cfg: DictConfig) -> None:
+    ev = cfg.eval
+    if int(ev.n) < 1:
+        raise UserError(f"eval.n must be >= 1, got {ev.n}")
+    if ev.max_new_tokens is not None and int(ev.max_new_tokens) < 1:
+        raise UserError(f"eval.max_new_tokens must be >= 1 (or null = each benchmark's own), got {ev.max_new_tokens}")
+    if not 0 < float(ev.top_p) <= 1:
+        raise UserError(f"eval.top_p must be in (0, 1], got {ev.top_p}")
+    if int(ev.batch_size) < 1:
+        raise UserError(f"eval.batch_size must be >= 1, got {ev.batch_size}")
+    if float(ev.temperature) <= 0 and int(ev.n) > 1:
+        log.warning("eval.temperature=0 is greedy: all %d samples of a problem will be the same", int(ev.n))
+
+
+# ------------------------------------------------------------------------------------------ main
+def eval_main(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
+    """Evaluate with a composed ``conf/eval.yaml`` (usable without Hydra's app, e.g. from tests)."""
+    from rlvr_cli.models import load_model, load_tokenizer, pick_device
+    from rlvr_cli.progress import console
+    from rlvr_cli.rewards import MathGrader
+    from rlvr_cli.rollout.extrapolate import ExtrapolateConfig, generate_extrapolated
+
+    t_start, started_at = time.time(), _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+    # 1. what to evaluate, checked before any model is loaded
+    _check(cfg)
+    benches = resolve_benchmarks(cfg.benchmarks, cfg.get("benchmark_overrides"))
+    ev, x = cfg.eval, cfg.extrapolate
+    xcfg = ExtrapolateConfig(gamma=float(x.gamma), tau=float(x.tau), driver=str(x.driver),
+                             cand_topk=int(x.cand_topk), resample=str(x.resample)) if x.get("base") else None
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "resolved_config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+    # 2. models and grader
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    device = pick_device(str(ev.get("device", "auto")))
+    tokenizer = load_tokenizer(model_cfg)
+    model = load_model(model_cfg, device).eval()
+    base = _load_base(cfg, model_cfg, model, tokenizer, device).eval() if xcfg else None
+    n = int(ev.n)
+    results: dict[str, Any] = {
+        # the CLI sets argv to ["rlvr eval", *overrides]; from Python (tests, notebooks) there is no command
+        "command": " ".join(sys.argv) if sys.argv and sys.argv[0].startswith("rlvr ") else None,
+        "started_at": started_at, "seed": int(cfg.seed), **_versions(),
+        "model": _model_record(model, model_cfg, str(model_cfg["path"]), device),
+        "sampling": {"n": n, "temperature": float(ev.temperature), "top_p": float(ev.top_p),
+                     "max_new_tokens": ev.max_new_tokens, "batch_size": int(ev.batch_size),
+                     "max_prompt_len": ev.get("max_prompt_len")},
+        "grader": {"verifier": "rlvr_cli.rewards.MathGrader (fast path + math-verify)", "extract": str(cfg.reward.extract),
+                   "timeout_s": float(cfg.reward.timeout_s), "num_workers": int(cfg.reward.num_workers)},
+        "extrapolate": {"enabled": xcfg is not None, "base": x.get("base"), "gamma": float(x.gamma), "tau": float(x.tau),
+                        "driver": str(x.driver), "cand_topk": int(x.cand_topk), "resample": str(x.resample)},
+        "benchmarks": {},
+    }
+    if base is not None:
+        results["extrapolate"]["base_model"] = _model_record(base, model_cfg, str(x.base), device)
+    console.print(f"model: {model_cfg['path']} ({results['model']['params']:,} params, {results['model']['dtype']}, "
+                  f"{device}){' + base ' + str(x.base) + ' (Δlog p extrapolation)' if base is not None else ''}")
+    samples_path = out_dir / "samples.jsonl"
+    samples_path.write_text("")
+
+    # 3. each benchmark: problems -> samples -> grades -> metrics
+    with MathGrader(str(cfg.reward.extract), float(cfg.reward.timeout_s), int(cfg.reward.num_workers)) as grader:
+        for bench in benches:
+            name = bench["name"]
+            prompts, record = load_benchmark(bench, tokenizer, ev)
+            max_new = int(ev.max_new_tokens or bench.get("max_new_tokens") or 1024)
+            generate = None
+            if base is not None:
+                def generate(part, _max=max_new):
+                    return generate_extrapolated(model, base, tokenizer, part, n, _max, float(ev.temperature),
+                                                 float(ev.top_p), int(ev.batch_size), xcfg, ev.get("max_prompt_len"))
+            torch.manual_seed(int(cfg.seed))
+            t0 = time.time()
+            with _progress(bool(ev.get("progress", True))) as bar:
+                task = bar.add_task(name, total=len(prompts) * n, rate="")
+
+                def on_chunk(done: int) -> None:
+                    rate = done * n / max(time.time() - t0, 1e-9)
+                    bar.update(task, completed=done * n, rate=f"{rate:.1f}/s")
+
+                samples = sample_and_grade(model, tokenizer, prompts, grader, n, float(ev.temperature), float(ev.top_p),
+                                           max_new, int(ev.batch_size), on_chunk=on_chunk, generate=generate,
+                                           max_prompt_len=ev.get("max_prompt_len"))
+            wall = time.time() - t0
+            metrics = summarize_samples(samples, n)
+            if base is not None:
+                metrics.update(_extrap_metrics(samples))
+            tokens = sum(s.length for s in samples)
+            results["benchmarks"][name] = {**record, "max_new_tokens": max_new, "metrics": metrics, "wall_s": wall,
+                                           "samples": len(samples), "samples_per_s": len(samples) / max(wall, 1e-9),
+                                           "tokens_per_s": tokens / max(wall, 1e-9)}
+            console.print(metrics_table(name, metrics, n, f", {wall:.1f} s, {len(samples) / max(wall, 1e-9):.1f} samples/s"))
+            if ev.get("save_samples", True):
+                with open(samples_path, "a", encoding="utf-8") as f:
+                    for s in samples:
+                        f.write(json.dumps({"benchmark": name, **s.to_json()}, ensure_ascii=False) + "\n")
+            _write(results, out_dir, t_start)
+
+    # 4. the report
+    _write(results, out_dir, t_start)
+    total = sum(b["samples"] for b in results["benchmarks"].values())
+    console.print(f"{total} samples in {results['wall_s']:.1f} s ({total / max(results['wall_s'], 1e-9):.2f} samples/s "
+                  f"including model loading); results in {out_dir}")
+    return results
+
+
+def _write(results: dict[str, Any], out_dir: Path, t_start: float) -> None:
+    results["wall_s"] = time.time() - t_start
+    total = sum(b["samples"] for b in results["benchmarks"].values())
+    results["total"] = {"samples": total, "samples_per_s": total / max(results["wall_s"], 1e-9)}
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    (out_dir / "results.md").write_text(results_markdown(results))

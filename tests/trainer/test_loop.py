@@ -1,0 +1,92 @@
+"""The GRPO loop end to end on the shipped tiny model (CPU, seconds)."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from rlvr_cli.commands import train_main
+from rlvr_cli.trainer.loop import GRPOTrainer
+from rlvr_cli.types import MethodOutput
+from tests.trainer.conftest import compose_train
+
+
+def _metrics(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_two_steps_write_metrics_config_and_loadable_checkpoint(tmp_path):
+    cfg = compose_train(["val.every=2", "val.at_start=true", "val.size=8"])
+    train_main(cfg, tmp_path)
+    rows = _metrics(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [0, 1, 2]
+    for key in ("reward/mean", "actor/entropy", "cov/mean", "loss/pg", "optim/grad_norm", "perf/gen_tokens_per_s"):
+        assert key in rows[1], key
+    assert "val/arith/avg@2" in rows[0] and "val/arith/avg@2" in rows[2]
+    assert (tmp_path / "resolved_config.yaml").read_text().count("group_size: 4") == 1
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "checkpoints" / "step_000002" / "hf")
+    assert sum(p.numel() for p in model.parameters()) > 100_000
+
+
+def test_training_changes_the_weights_and_rerun_resumes_as_done(tmp_path, capsys):
+    cfg = compose_train([])
+    trainer = GRPOTrainer(cfg, tmp_path)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.fit()
+    trainer.close()
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
+    again = GRPOTrainer(cfg, tmp_path)  # trainer.resume=auto finds the final checkpoint
+    assert again.step == 2 and again.fit() == {}
+    again.close()
+
+
+def _fixed_batch(trainer):
+    """One rollout batch, made once, so two trainers can update on identical data."""
+    torch.manual_seed(0)
+    prompts = trainer.sampler.next_batch(4)
+    from rlvr_cli.rollout import generate_rollouts
+
+    ro = generate_rollouts(trainer.model, trainer.tokenizer, prompts, 4, 40)
+    scores = torch.tensor([float(i % 3 == 0) for i in range(len(ro.texts))])
+    from rlvr_cli.advantages import grpo_advantages
+
+    adv = grpo_advantages(scores, ro.group_ids)
+    batch = trainer._train_batch(ro, scores, adv, torch.ones_like(scores, dtype=torch.bool))
+    batch.token = trainer._score(batch)
+    return batch
+
+
+@pytest.mark.parametrize("mode", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"])
+def test_gradient_accumulation_invariance(tmp_path, mode):
+    """micro-batch 16 (one pass) and micro-batch 2 (8 accumulated passes) give the same update."""
+    results = []
+    for micro in (16, 2):
+        cfg = compose_train([f"algo.micro_batch_size={micro}", "algo.mini_batch_size=16", f"algo.loss_agg_mode={mode}",
+                             "trainer.resume=never"])
+        trainer = GRPOTrainer(cfg, tmp_path / f"m{micro}")
+        batch = _fixed_batch(trainer)
+        m = trainer._update(batch, 1)
+        results.append((m["loss/pg"], [p.detach().clone() for p in trainer.model.parameters()]))
+        trainer.close()
+    (loss_a, w_a), (loss_b, w_b) = results
+    assert loss_a == pytest.approx(loss_b, rel=1e-4, abs=1e-6)
+    for a, b in zip(w_a, w_b):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_nonfinite_loss_skips_the_step_and_stops_cleanly_with_a_checkpoint(tmp_path, monkeypatch):
+    cfg = compose_train(["trainer.max_steps=5", "trainer.max_bad_steps=2", "trainer.save_every=0"])
+    trainer = GRPOTrainer(cfg, tmp_path)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    monkeypatch.setattr(trainer.method, "loss", lambda mb: MethodOutput(extra_loss=torch.tensor(float("nan"))))
+    trainer.fit()
+    trainer.close()
+    rows = _metrics(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2]  # stopped after 2 bad steps in a row
+    assert all(r["train/nonfinite_skipped"] >= 1 for r in rows)
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))  # never stepped on NaN
+    assert (tmp_path / "checkpoints" / "step_000002" / "trainer_state.pt").is_file()
+    assert all(math.isfinite(r["reward/mean"]) for r in rows)
