@@ -72,8 +72,8 @@ def normalise_overrides(args: list[str], config_name: str) -> list[str]:
                 if option and option != "null" and option not in valid:
                     raise UserError(f"unknown {bare} '{option}'; valid: {', '.join(valid)}")
         out.append(f"{key}={value}")
-    if RECIPES_DIR.is_dir():
-        out.append(f"hydra.searchpath=[file://{REPO_ROOT}]")
+    if RECIPES_DIR.is_dir():  # first: argparse stops taking overrides after a flag such as --cfg job
+        out.insert(0, f"hydra.searchpath=[file://{REPO_ROOT}]")
     return out
 
 

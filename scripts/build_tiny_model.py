@@ -5,7 +5,8 @@ arithmetic task (``rlvr_cli.data.synthetic``), trained from scratch on this CPU,
 Steps: (a) byte-level BPE tokenizer (digits split one per token) trained on synthetic text, wrapped
 as a transformers fast tokenizer with a ChatML chat template; (b) a ~1M-parameter ``Qwen2ForCausalLM``;
 (c) a short supervised warm start on the train split (loss on response tokens only); (d) stopped
-early so the model is only partly competent under sampling (the RL stage has room to improve it);
+early (step 1300 of a 1500-step cosine schedule) so the model is only partly competent under
+sampling: it knows the format and the method but slips on digits (the RL stage has room to improve it);
 (e) saved with ``save_pretrained`` to ``rlvr_cli/assets/tiny_arith`` with a ``build_info.json``.
 
 The defaults reproduce the shipped model (about 5 minutes on 2 CPU cores):
@@ -69,7 +70,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--intermediate", type=int, default=512)
     g.add_argument("--max-positions", type=int, default=512)
     g = p.add_argument_group("supervised warm start")
-    g.add_argument("--steps", type=int, default=600)
+    g.add_argument("--steps", type=int, default=1300, help="SFT steps actually taken (the early stop)")
+    g.add_argument(
+        "--schedule-steps", type=int, default=1500,
+        help="horizon of the warmup+cosine LR schedule (0: same as --steps); --steps < this stops mid-schedule",
+    )
     g.add_argument("--batch-size", type=int, default=32)
     g.add_argument("--lr", type=float, default=3e-3)
     g.add_argument("--warmup", type=int, default=50)
@@ -147,7 +152,12 @@ def build_model(args, tokenizer):
     )
     torch.manual_seed(args.seed)
     model = Qwen2ForCausalLM(config).float()
-    model.generation_config = GenerationConfig(bos_token_id=pad_id, pad_token_id=pad_id, eos_token_id=eos_id)
+    # Plain ancestral sampling by default (the RL policy's own distribution): transformers fills unset fields
+    # from GenerationConfig._get_default_generation_params(), which means top_k=50 and max_length=20.
+    model.generation_config = GenerationConfig(
+        bos_token_id=pad_id, pad_token_id=pad_id, eos_token_id=eos_id,
+        do_sample=True, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=args.max_new_tokens,
+    )
     return model
 
 
@@ -175,7 +185,8 @@ def collate(examples, pad_id: int):
 def lr_at(step: int, args) -> float:
     if step < args.warmup:
         return args.lr * (step + 1) / args.warmup
-    t = (step - args.warmup) / max(1, args.steps - args.warmup)
+    horizon = args.schedule_steps or args.steps
+    t = (step - args.warmup) / max(1, horizon - args.warmup)
     return args.lr * (args.min_lr_ratio + (1 - args.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
 
 

@@ -16,11 +16,11 @@ def rlvr(*args, timeout=120):
 
 def test_plus_method_is_rewritten_for_a_default_group():
     out = normalise_overrides(["+method=baseline", "method=baseline", "+foo=1", "trainer.max_steps=3"], "train")
-    assert out[:4] == ["method=baseline", "method=baseline", "+foo=1", "trainer.max_steps=3"]
+    assert out[1:5] == ["method=baseline", "method=baseline", "+foo=1", "trainer.max_steps=3"]
 
 
 def test_sweep_values_are_checked_one_by_one():
-    assert normalise_overrides(["+method=baseline,baseline"], "train")[0] == "method=baseline,baseline"
+    assert "method=baseline,baseline" in normalise_overrides(["+method=baseline,baseline"], "train")
     with pytest.raises(UserError, match="unknown method 'nope'; valid: .*baseline"):
         normalise_overrides(["+method=baseline,nope"], "train")
 
@@ -49,3 +49,9 @@ def test_cfg_job_prints_composed_config_with_plus_method():
     r = rlvr("train", "+method=baseline", "--cfg", "job")
     assert r.returncode == 0, r.stderr
     assert "name: baseline" in r.stdout and "group_size: 8" in r.stdout
+
+
+def test_recipe_from_the_command_line():
+    r = rlvr("train", "+recipes=kl_cov/qwen2.5-7b_dapo17k", "--cfg", "job")
+    assert r.returncode == 0, r.stderr
+    assert "name: kl_cov" in r.stdout and "prompts_per_step: 256" in r.stdout and "Qwen/Qwen2.5-7B" in r.stdout

@@ -325,94 +325,110 @@ def _check(cfg: DictConfig) -> None:
 
 
 # ------------------------------------------------------------------------------------------ main
+def _header(cfg: DictConfig, model, base, model_cfg: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Everything about the run that is not per benchmark: model, sampling, grader, extrapolation, versions."""
+    ev, x = cfg.eval, cfg.extrapolate
+    header = {
+        # the CLI sets argv to ["rlvr eval", *overrides]; from Python (tests, notebooks) there is no command
+        "command": " ".join(sys.argv) if sys.argv and sys.argv[0].startswith("rlvr ") else None,
+        "started_at": _dt.datetime.now().astimezone().isoformat(timespec="seconds"), "seed": int(cfg.seed),
+        **_versions(),
+        "model": _model_record(model, model_cfg, str(model_cfg["path"]), device),
+        "sampling": {"n": int(ev.n), "temperature": float(ev.temperature), "top_p": float(ev.top_p),
+                     "max_new_tokens": ev.max_new_tokens, "batch_size": int(ev.batch_size),
+                     "max_prompt_len": ev.get("max_prompt_len")},
+        "grader": {"verifier": "rlvr_cli.rewards.MathGrader (fast path + math-verify)", "extract": str(cfg.reward.extract),
+                   "timeout_s": float(cfg.reward.timeout_s), "num_workers": int(cfg.reward.num_workers)},
+        "extrapolate": {"enabled": base is not None, "base": x.get("base"), "gamma": float(x.gamma), "tau": float(x.tau),
+                        "driver": str(x.driver), "cand_topk": int(x.cand_topk), "resample": str(x.resample)},
+        "benchmarks": {},
+    }
+    if base is not None:
+        header["extrapolate"]["base_model"] = _model_record(base, model_cfg, str(x.base), device)
+    return header
+
+
+def run_benchmark(bench: dict[str, Any], cfg: DictConfig, model, tokenizer, grader, base=None, xcfg=None):
+    """One benchmark: problems -> n samples each (progress bar) -> grades -> metrics. Returns (record, samples)."""
+    from rlvr_cli.rollout.extrapolate import generate_extrapolated
+
+    ev, n = cfg.eval, int(cfg.eval.n)
+    prompts, record = load_benchmark(bench, tokenizer, ev)
+    max_new = int(ev.max_new_tokens or bench.get("max_new_tokens") or 1024)
+    generate = None
+    if base is not None:
+        def generate(part):
+            return generate_extrapolated(model, base, tokenizer, part, n, max_new, float(ev.temperature),
+                                         float(ev.top_p), int(ev.batch_size), xcfg, ev.get("max_prompt_len"))
+    torch.manual_seed(int(cfg.seed))
+    t0 = time.time()
+    with _progress(bool(ev.get("progress", True))) as bar:
+        task = bar.add_task(bench["name"], total=len(prompts) * n, rate="")
+
+        def on_chunk(done: int) -> None:
+            bar.update(task, completed=done * n, rate=f"{done * n / max(time.time() - t0, 1e-9):.1f}/s")
+
+        samples = sample_and_grade(model, tokenizer, prompts, grader, n, float(ev.temperature), float(ev.top_p),
+                                   max_new, int(ev.batch_size), on_chunk=on_chunk, generate=generate,
+                                   max_prompt_len=ev.get("max_prompt_len"))
+    wall = time.time() - t0
+    metrics = summarize_samples(samples, n)
+    if base is not None:
+        metrics.update(_extrap_metrics(samples))
+    tokens = sum(s.length for s in samples)
+    record.update(max_new_tokens=max_new, metrics=metrics, wall_s=wall, samples=len(samples), tokens=tokens,
+                  samples_per_s=len(samples) / max(wall, 1e-9), tokens_per_s=tokens / max(wall, 1e-9))
+    return record, samples
+
+
 def eval_main(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Evaluate with a composed ``conf/eval.yaml`` (usable without Hydra's app, e.g. from tests)."""
     from rlvr_cli.models import load_model, load_tokenizer, pick_device
     from rlvr_cli.progress import console
     from rlvr_cli.rewards import MathGrader
-    from rlvr_cli.rollout.extrapolate import ExtrapolateConfig, generate_extrapolated
+    from rlvr_cli.rollout.extrapolate import ExtrapolateConfig
 
-    t_start, started_at = time.time(), _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+    t_start = time.time()
     # 1. what to evaluate, checked before any model is loaded
     _check(cfg)
     benches = resolve_benchmarks(cfg.benchmarks, cfg.get("benchmark_overrides"))
-    ev, x = cfg.eval, cfg.extrapolate
+    x = cfg.extrapolate
     xcfg = ExtrapolateConfig(gamma=float(x.gamma), tau=float(x.tau), driver=str(x.driver),
                              cand_topk=int(x.cand_topk), resample=str(x.resample)) if x.get("base") else None
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "resolved_config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
-    # 2. models and grader
+    # 2. models (the base only for extrapolation) and the training verifier
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    device = pick_device(str(ev.get("device", "auto")))
+    device = pick_device(str(cfg.eval.get("device", "auto")))
     tokenizer = load_tokenizer(model_cfg)
     model = load_model(model_cfg, device).eval()
     base = _load_base(cfg, model_cfg, model, tokenizer, device).eval() if xcfg else None
-    n = int(ev.n)
-    results: dict[str, Any] = {
-        # the CLI sets argv to ["rlvr eval", *overrides]; from Python (tests, notebooks) there is no command
-        "command": " ".join(sys.argv) if sys.argv and sys.argv[0].startswith("rlvr ") else None,
-        "started_at": started_at, "seed": int(cfg.seed), **_versions(),
-        "model": _model_record(model, model_cfg, str(model_cfg["path"]), device),
-        "sampling": {"n": n, "temperature": float(ev.temperature), "top_p": float(ev.top_p),
-                     "max_new_tokens": ev.max_new_tokens, "batch_size": int(ev.batch_size),
-                     "max_prompt_len": ev.get("max_prompt_len")},
-        "grader": {"verifier": "rlvr_cli.rewards.MathGrader (fast path + math-verify)", "extract": str(cfg.reward.extract),
-                   "timeout_s": float(cfg.reward.timeout_s), "num_workers": int(cfg.reward.num_workers)},
-        "extrapolate": {"enabled": xcfg is not None, "base": x.get("base"), "gamma": float(x.gamma), "tau": float(x.tau),
-                        "driver": str(x.driver), "cand_topk": int(x.cand_topk), "resample": str(x.resample)},
-        "benchmarks": {},
-    }
-    if base is not None:
-        results["extrapolate"]["base_model"] = _model_record(base, model_cfg, str(x.base), device)
-    console.print(f"model: {model_cfg['path']} ({results['model']['params']:,} params, {results['model']['dtype']}, "
-                  f"{device}){' + base ' + str(x.base) + ' (Δlog p extrapolation)' if base is not None else ''}")
+    results = _header(cfg, model, base, model_cfg, device)
+    m = results["model"]
+    console.print(f"model: {m['path']} ({m['params']:,} params, {m['dtype']}, {device})"
+                  + (f" + base {x.base} (Δlog p extrapolation)" if base is not None else ""))
     samples_path = out_dir / "samples.jsonl"
     samples_path.write_text("")
 
-    # 3. each benchmark: problems -> samples -> grades -> metrics
+    # 3. each benchmark; results are rewritten after each, so finished benchmarks survive a crash
     with MathGrader(str(cfg.reward.extract), float(cfg.reward.timeout_s), int(cfg.reward.num_workers)) as grader:
         for bench in benches:
-            name = bench["name"]
-            prompts, record = load_benchmark(bench, tokenizer, ev)
-            max_new = int(ev.max_new_tokens or bench.get("max_new_tokens") or 1024)
-            generate = None
-            if base is not None:
-                def generate(part, _max=max_new):
-                    return generate_extrapolated(model, base, tokenizer, part, n, _max, float(ev.temperature),
-                                                 float(ev.top_p), int(ev.batch_size), xcfg, ev.get("max_prompt_len"))
-            torch.manual_seed(int(cfg.seed))
-            t0 = time.time()
-            with _progress(bool(ev.get("progress", True))) as bar:
-                task = bar.add_task(name, total=len(prompts) * n, rate="")
-
-                def on_chunk(done: int) -> None:
-                    rate = done * n / max(time.time() - t0, 1e-9)
-                    bar.update(task, completed=done * n, rate=f"{rate:.1f}/s")
-
-                samples = sample_and_grade(model, tokenizer, prompts, grader, n, float(ev.temperature), float(ev.top_p),
-                                           max_new, int(ev.batch_size), on_chunk=on_chunk, generate=generate,
-                                           max_prompt_len=ev.get("max_prompt_len"))
-            wall = time.time() - t0
-            metrics = summarize_samples(samples, n)
-            if base is not None:
-                metrics.update(_extrap_metrics(samples))
-            tokens = sum(s.length for s in samples)
-            results["benchmarks"][name] = {**record, "max_new_tokens": max_new, "metrics": metrics, "wall_s": wall,
-                                           "samples": len(samples), "samples_per_s": len(samples) / max(wall, 1e-9),
-                                           "tokens_per_s": tokens / max(wall, 1e-9)}
-            console.print(metrics_table(name, metrics, n, f", {wall:.1f} s, {len(samples) / max(wall, 1e-9):.1f} samples/s"))
-            if ev.get("save_samples", True):
+            record, samples = run_benchmark(bench, cfg, model, tokenizer, grader, base, xcfg)
+            results["benchmarks"][bench["name"]] = record
+            console.print(metrics_table(bench["name"], record["metrics"], int(cfg.eval.n),
+                                        f", {record['wall_s']:.1f} s, {record['samples_per_s']:.1f} samples/s"))
+            if cfg.eval.get("save_samples", True):
                 with open(samples_path, "a", encoding="utf-8") as f:
                     for s in samples:
-                        f.write(json.dumps({"benchmark": name, **s.to_json()}, ensure_ascii=False) + "\n")
+                        f.write(json.dumps({"benchmark": bench["name"], **s.to_json()}, ensure_ascii=False) + "\n")
             _write(results, out_dir, t_start)
 
     # 4. the report
     _write(results, out_dir, t_start)
-    total = sum(b["samples"] for b in results["benchmarks"].values())
-    console.print(f"{total} samples in {results['wall_s']:.1f} s ({total / max(results['wall_s'], 1e-9):.2f} samples/s "
+    total = results["total"]
+    console.print(f"{total['samples']} samples in {results['wall_s']:.1f} s ({total['samples_per_s']:.2f} samples/s "
                   f"including model loading); results in {out_dir}")
     return results
 
@@ -421,5 +437,11 @@ def _write(results: dict[str, Any], out_dir: Path, t_start: float) -> None:
     results["wall_s"] = time.time() - t_start
     total = sum(b["samples"] for b in results["benchmarks"].values())
     results["total"] = {"samples": total, "samples_per_s": total / max(results["wall_s"], 1e-9)}
+    if results["extrapolate"]["enabled"]:  # over all benchmarks: positions extrapolated / generated tokens
+        benches = results["benchmarks"].values()
+        flagged = sum(b["metrics"]["extrap/flagged_tokens"] for b in benches)
+        results["extrapolate"]["trigger_rate"] = flagged / max(sum(b["tokens"] for b in benches), 1)
+        results["extrapolate"]["dlogp_flagged_mean"] = sum(
+            b["metrics"]["extrap/dlogp_flagged_mean"] * b["metrics"]["extrap/flagged_tokens"] for b in benches) / max(flagged, 1)
     (out_dir / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     (out_dir / "results.md").write_text(results_markdown(results))

@@ -124,6 +124,14 @@ def test_unknown_benchmark_lists_the_valid_ones():
         resolve_benchmarks(["aime2024"], {})
 
 
+def test_hub_benchmark_offline_points_to_a_local_copy():
+    from rlvr_cli.eval.run import _read_source
+
+    (bench,) = resolve_benchmarks(["aime25"], {})
+    with pytest.raises(UserError, match=r"could not load math-ai/aime25 .*benchmark_overrides.aime25.path"):
+        _read_source(bench)  # conftest sets HF_HUB_OFFLINE=1
+
+
 def test_overrides_are_checked():
     with pytest.raises(UserError, match="unknown key.*pth in benchmark_overrides.aime24; valid: .*path"):
         resolve_benchmarks(["aime24"], {"aime24": {"pth": "x.jsonl"}})
@@ -218,12 +226,14 @@ def test_eval_with_dlogp_extrapolation(random_models, three_problems, tmp_path):
     rl, base = random_models
     out = tmp_path / "run"
     cfg = fast(str(rl), out, "benchmarks=[aime24]", f"+benchmark_overrides.aime24.path={three_problems}",
-               f"extrapolate.base={base}", "extrapolate.gamma=0.5", "extrapolate.tau=100", "extrapolate.driver=base")
+               f"extrapolate.base={base}", "extrapolate.gamma=0.5", "extrapolate.tau=100", "extrapolate.driver=base",
+               "eval.batch_size=1")  # one sequence per lockstep batch: chunks are stitched together
     res = eval_main(cfg, out)
     x = res["extrapolate"]
     assert x["enabled"] and x["base"] == str(base) and (x["gamma"], x["tau"], x["driver"], x["cand_topk"]) == (0.5, 100.0, "base", 50)
     m = res["benchmarks"]["aime24"]["metrics"]
-    assert m["extrap/trigger_rate"] == 1.0  # τ = 100: every position is extrapolated
+    assert m["extrap/trigger_rate"] == 1.0 and x["trigger_rate"] == 1.0  # τ = 100: every position is extrapolated
+    assert x["dlogp_flagged_mean"] == pytest.approx(m["extrap/dlogp_flagged_mean"])
     assert 0.0 <= m["extrap/changed_rate"] <= 1.0 and m["extrap/dlogp_flagged_mean"] < 100
     lines = read_jsonl(out / "samples.jsonl")
     assert len(lines) == 6 and all(r["extrap_tokens"] == r["length"] for r in lines)
