@@ -64,8 +64,9 @@ class Method:
 
     @property
     def clip_overrides(self) -> dict[str, Any]:
-        """Changes to ``losses.ClipSpec`` fields this method makes (e.g. ``{"clip": False}``)."""
-        return {}
+        """Changes to ``losses.ClipSpec`` fields this method makes (e.g. ``{"clip": False}``); by default
+        the ``loss:`` node of the method's config."""
+        return dict(self.cfg.loss)
 
     def prepare(self, batch: TrainBatch, ctx: StepContext) -> dict[str, float]:
         return {}

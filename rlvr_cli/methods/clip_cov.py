@@ -33,7 +33,9 @@ from rlvr_cli.types import MethodOutput, PolicyBatch, TrainBatch
 DETACH_KEY = "clip_cov_detach"
 
 
-def clip_cov_candidates(cov: torch.Tensor, mask: torch.Tensor, clipped: torch.Tensor, lb: float, ub: float) -> torch.Tensor:
+def clip_cov_candidates(
+    cov: torch.Tensor, mask: torch.Tensor, clipped: torch.Tensor, lb: float, ub: float
+) -> torch.Tensor:
     """Ω = valid, not PPO-clipped, lb < C < ub (strict, as in the code; the paper writes a closed band).
 
     cov, mask, clipped: [n, T] -> bool [n, T].
@@ -151,7 +153,8 @@ class ClipCov(Method):
         mask = batch.response_mask
         # rollout-policy log-probs (= current at the step start, so r = 1: no token is PPO-clipped yet)
         cov = batch_covariance(batch.old_logprobs, batch.advantages, mask, ctx.gather)  # [N, T]
-        selected, metrics = self._select(cov, mask, torch.zeros_like(mask, dtype=torch.bool), ctx.step, (0, 0, 0), ctx.gather)
+        not_clipped = torch.zeros_like(mask, dtype=torch.bool)
+        selected, metrics = self._select(cov, mask, not_clipped, ctx.step, (0, 0, 0), ctx.gather)
         batch.method[DETACH_KEY] = selected.float()  # [N, T]
         return metrics
 
@@ -163,7 +166,8 @@ class ClipCov(Method):
         cov = token_covariance(lp, mb.advantages, mb.response_mask)  # [n, T]
         spec = mb.clip if mb.clip is not None else ClipSpec(**self.clip_overrides)
         _, info = clipped_token_loss(lp, mb.old_logprobs, mb.advantages, spec)
-        selected, metrics = self._select(cov, mb.response_mask, info["clipped"], mb.step, mb.microbatch_index, lambda x: x)
+        selected, metrics = self._select(
+            cov, mb.response_mask, info["clipped"], mb.step, mb.microbatch_index, lambda x: x)
         return MethodOutput(token_weights=clip_cov_weights(selected), metrics=metrics)
 
     def state_dict(self) -> dict[str, Any]:

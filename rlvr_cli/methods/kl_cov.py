@@ -70,7 +70,9 @@ def kl_cov_topk_mask(
     return selected
 
 
-def kl_cov_token_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, selected: torch.Tensor, beta: float) -> torch.Tensor:
+def kl_cov_token_loss(
+    logprobs: torch.Tensor, old_logprobs: torch.Tensor, selected: torch.Tensor, beta: float
+) -> torch.Tensor:
     """β·|lp − old| on the selected tokens, 0 elsewhere (V's ``ppo_kl_coef``·abs log-ratio). [n, T] -> [n, T].
 
     Unselected/padding positions are zeroed *before* ``abs``, so NaN there gets neither value nor gradient.
@@ -94,7 +96,8 @@ class KlCovConfig(MethodConfig):
         if self.stats_scope not in ("batch", "micro_batch"):
             raise ValueError(f"kl_cov.stats_scope {self.stats_scope!r}; valid: batch, micro_batch")
         if not 0.0 <= self.ratio <= 1.0:
-            raise ValueError(f"kl_cov.ratio is a fraction of tokens in [0, 1] (not PRIME-RL's percent), got {self.ratio}")
+            raise ValueError(
+                f"kl_cov.ratio is a fraction of tokens in [0, 1] (not PRIME-RL's percent), got {self.ratio}")
 
 
 @register_method("kl_cov", config=KlCovConfig)
@@ -105,7 +108,7 @@ class KlCov(Method):
 
     def __init__(self, cfg: KlCovConfig):
         super().__init__(cfg)
-        self.beta, self.ratio, self.rank = float(cfg.beta), float(cfg.ratio), 0
+        self.beta, self.ratio = float(cfg.beta), float(cfg.ratio)
         self.warned = False
         self._step, self._step_selected, self._step_off_policy = None, False, False
 
@@ -115,7 +118,6 @@ class KlCov(Method):
 
     def prepare(self, batch: TrainBatch, ctx: StepContext) -> dict[str, float]:
         self._track_step(ctx.step)
-        self.rank = ctx.rank
         self.beta = self.cfg.beta_schedule.value(self.cfg.beta, ctx.step, ctx.total_steps)
         self.ratio = self.cfg.ratio_schedule.value(self.cfg.ratio, ctx.step, ctx.total_steps)
         metrics = {"beta": self.beta, "ratio": self.ratio}

@@ -75,7 +75,7 @@ def rsi_metrics(rsi, logprobs, entropy, keep, mask, r_lo, r_hi) -> dict[str, flo
         "drop_low_frac": float((r < r_lo).float().mean()),
         "drop_high_frac": float((r > r_hi).float().mean()),
         "rsi_mean": float(r.mean()),
-        "rsi_p10": float(quantile_1d(r, 0.1)), "rsi_p50": float(quantile_1d(r, 0.5)), "rsi_p90": float(quantile_1d(r, 0.9)),
+        **{f"rsi_p{int(q * 100)}": float(quantile_1d(r, q)) for q in (0.1, 0.5, 0.9)},
         "empty_seq_frac": float((~(keep & m).any(-1))[rows].float().mean()),
     })
     for tag, sel in (("kept", k), ("dropped", ~k)):
@@ -155,7 +155,9 @@ class RsiS(Method):
     def loss(self, mb: PolicyBatch) -> MethodOutput:
         if self.cfg.mask_in_prepare:
             # kept: the loop already aggregates over batch.method["loss_mask"]; all: weights, same denominators
-            return MethodOutput() if self.cfg.normalize_by == "kept" else MethodOutput(token_weights=mb.method[KEEP_KEY])
+            if self.cfg.normalize_by == "kept":
+                return MethodOutput()
+            return MethodOutput(token_weights=mb.method[KEEP_KEY])
         if self.cfg.source == "current":
             lp, h = mb.logprobs.detach(), mb.token["entropy"].detach()
         else:

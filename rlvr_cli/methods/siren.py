@@ -99,7 +99,9 @@ def peak_mask(entropy: torch.Tensor, mask: torch.Tensor, rho: float) -> torch.Te
     return m & (x > tau)  # NaN (padding, empty rows) compares False
 
 
-def selective_entropy(entropy: torch.Tensor, peak: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def selective_entropy(
+    entropy: torch.Tensor, peak: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """H̄ = (1/B) Σ_i Σ_t M H^p / Σ_t M (``seq-mean-token-mean``; §1.3).
 
     entropy, peak, mask: [n, T]. B = responses with a valid token; an empty peak mask contributes 0.

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from rlvr_cli import dist as ddp
 from rlvr_cli.advantages import grpo_advantages, zero_std_groups
 from rlvr_cli.data.datasets import PromptSampler, load_prompts
+from rlvr_cli.errors import UserError
 from rlvr_cli.eval import sample_and_grade, summarize_samples
 from rlvr_cli.losses import ClipSpec, agg_loss, clipped_token_loss, kl_penalty, masked_mean
 from rlvr_cli.methods import StepContext, build_method
@@ -77,6 +78,9 @@ class GRPOTrainer:
         self.sampler = PromptSampler(self.train_prompts, cfg.seed)
         self.method = build_method(c(cfg.method))
         clip = {k: self.algo[k] for k in ("clip_ratio_low", "clip_ratio_high", "clip_ratio_c", "log_ratio_clamp")}
+        bad = sorted(set(self.method.clip_overrides) - set(ClipSpec.__dataclass_fields__))
+        if bad:
+            raise UserError(f"method.loss has unknown key(s) {bad}; valid: {', '.join(ClipSpec.__dataclass_fields__)}")
         self.clip = ClipSpec(**{**clip, **self.method.clip_overrides})
         self.grader = MathGrader(**c(cfg.reward))
         self.step, self.bad_streak, self.prev_entropy = 0, 0, None
@@ -322,6 +326,10 @@ class GRPOTrainer:
         mask = mb.response_mask.to(self.device).float()
         lp = stats.pop("logprobs")
         old, adv = mb.old_logprobs.to(self.device), mb.advantages.to(self.device)
+        if where[:2] == (0, 0):
+            # the first mini-batch of a step is on-policy: use the current log-probs themselves (verl's
+            # shortcut), so r = 1 exactly and KL-Cov's |lp − old| is 0 rather than rounding noise
+            old = lp.detach()
         pb = PolicyBatch(
             logprobs=lp, old_logprobs=old, advantages=adv, response_mask=mask, token=stats,
             old_token={k: v.to(self.device) for k, v in mb.token.items()},

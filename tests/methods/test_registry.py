@@ -21,7 +21,9 @@ def build_from_yaml(name: str, **overrides) -> Method:
     return build_method({**node, **overrides})
 
 
-def synthetic_batch(lengths=(6, 4, 3, 1), seed: int = 0, nan_padding: bool = True, adv=None, **token: torch.Tensor) -> TrainBatch:
+def synthetic_batch(
+    lengths=(6, 4, 3, 1), seed: int = 0, nan_padding: bool = True, adv=None, **token: torch.Tensor
+) -> TrainBatch:
     """A TrainBatch of len(lengths) responses padded to max(lengths): random old log-probs / entropies
     unless given in ``token``, per-response advantages ``adv`` (default 1, −1, 0.5, −0.5, ...), NaN in
     every padded position of the token statistics."""
@@ -31,7 +33,8 @@ def synthetic_batch(lengths=(6, 4, 3, 1), seed: int = 0, nan_padding: bool = Tru
     adv = torch.tensor([1.0, -1.0, 0.5, -0.5] * n)[:n] if adv is None else torch.as_tensor(adv, dtype=torch.float32)
     adv = adv[:, None] * mask  # [n, T], 0 on padding as the loop makes it
     pad = float("nan") if nan_padding else 0.0
-    stats = {"old_logprobs": -3.0 * torch.rand(n, t, generator=g), "entropy": 2.0 * torch.rand(n, t, generator=g), **token}
+    stats = {"old_logprobs": -3.0 * torch.rand(n, t, generator=g), "entropy": 2.0 * torch.rand(n, t, generator=g),
+             **token}
     stats = {k: torch.where(mask.bool(), v, torch.full_like(v, pad)) for k, v in stats.items()}
     rollouts = Rollouts(
         input_ids=torch.zeros(n, 2 + t, dtype=torch.long), attention_mask=torch.ones(n, 2 + t, dtype=torch.long),

@@ -84,7 +84,8 @@ def test_peak_mask_per_response_quantile_by_hand():
     mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 1, 1], [1, 1, 0, 0, 0]])
     # row 0: q80 of [0,0,0,1,2] at position 3.2 = 1 + 0.2·(2 − 1) = 1.2 -> only 2.0
     # row 1: all zero, τ = 0, strict > picks nothing; row 2: q80 of [1, 3] = 1 + 0.8·2 = 2.6 -> only 3.0
-    assert peak_mask(h, mask, 0.8).tolist() == [[False, False, False, False, True], [False] * 5, [False, True, False, False, False]]
+    assert peak_mask(h, mask, 0.8).tolist() == [
+        [False, False, False, False, True], [False] * 5, [False, True, False, False, False]]
     assert not peak_mask(h, torch.zeros_like(mask), 0.8).any()
 
 
