@@ -16,6 +16,8 @@ from rlvr_cli.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = REPO_ROOT / "conf"
+# conf/recipes is a link to the top-level recipes/ folder, so ``+recipes=<method>/<name>`` composes
+# from conf/ alone (no extra search path: that would make every top-level folder a config group)
 RECIPES_DIR = REPO_ROOT / "recipes"
 COMMANDS = {"train": "train", "eval": "eval"}
 USAGE = """usage: rlvr <command> [hydra overrides]
@@ -35,7 +37,7 @@ def group_options(group: str) -> list[str]:
 
 
 def config_groups() -> list[str]:
-    return sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir())
+    return sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "recipes")
 
 
 def _primary_defaults(config_name: str) -> set[str]:
@@ -54,7 +56,7 @@ def _primary_defaults(config_name: str) -> set[str]:
 
 def normalise_overrides(args: list[str], config_name: str) -> list[str]:
     """``+method=siren`` -> ``method=siren`` when ``method`` is already in the defaults list; checks
-    every ``group=option`` against conf/<group>/; adds the recipes search path."""
+    every ``group=option`` against conf/<group>/."""
     defaults = _primary_defaults(config_name)
     groups = set(config_groups()) | {"recipes"}
     out = []
@@ -72,8 +74,6 @@ def normalise_overrides(args: list[str], config_name: str) -> list[str]:
                 if option and option != "null" and option not in valid:
                     raise UserError(f"unknown {bare} '{option}'; valid: {', '.join(valid)}")
         out.append(f"{key}={value}")
-    if RECIPES_DIR.is_dir():  # first: argparse stops taking overrides after a flag such as --cfg job
-        out.insert(0, f"hydra.searchpath=[file://{REPO_ROOT}]")
     return out
 
 

@@ -31,6 +31,14 @@ def init_distributed(device: torch.device) -> None:
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(minutes=30))
 
 
+def shutdown() -> None:
+    """Leave the process group. Exiting with it still up aborts a rank at interpreter teardown
+    ("terminate called without an active exception" from gloo's threads)."""
+    if dist.is_available() and dist.is_initialized():
+        barrier()
+        dist.destroy_process_group()
+
+
 def rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 

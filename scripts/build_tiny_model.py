@@ -9,7 +9,8 @@ early (step 1300 of a 1500-step cosine schedule) so the model is only partly com
 sampling: it knows the format and the method but slips on digits (the RL stage has room to improve it);
 (e) saved with ``save_pretrained`` to ``rlvr_cli/assets/tiny_arith`` with a ``build_info.json``.
 
-The defaults reproduce the shipped model (about 5 minutes on 2 CPU cores):
+The defaults reproduce the shipped model (about 5 minutes on 2 otherwise idle CPU cores; far longer
+when other torch jobs share the cores):
 
     python scripts/build_tiny_model.py                 # -> rlvr_cli/assets/tiny_arith
     python scripts/build_tiny_model.py --eval-every 100 --out /tmp/tiny   # watch the accuracy curve
@@ -80,7 +81,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--warmup", type=int, default=50)
     g.add_argument("--min-lr-ratio", type=float, default=0.1, help="cosine decays to lr * this")
     g.add_argument("--weight-decay", type=float, default=0.01)
-    g.add_argument("--threads", type=int, default=2)
+    g.add_argument(
+        "--threads", type=int, default=2,
+        help="torch threads; keep (threads x busy processes) <= cores: oversubscribed, torch on CPU runs ~50x slower",
+    )
     g = p.add_argument_group("evaluation")
     g.add_argument("--n-test", type=int, default=200)
     g.add_argument("--eval-every", type=int, default=0, help="also evaluate every N steps (0: only at the end)")

@@ -11,7 +11,7 @@ from rlvr_cli.cli import CONF_DIR, REPO_ROOT, group_options
 @pytest.mark.parametrize("recipe", group_options("recipes"))
 def test_recipe_composes(recipe):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[f"+recipes={recipe}", f"hydra.searchpath=[file://{REPO_ROOT}]"])
+        cfg = compose(config_name="train", overrides=[f"+recipes={recipe}"])
     OmegaConf.to_container(cfg, resolve=True)
     method = recipe.split("/")[0]
     assert cfg.method.name == method

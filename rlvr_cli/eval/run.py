@@ -189,10 +189,12 @@ def _model_record(model, model_cfg: dict[str, Any], path: str, device: torch.dev
 
 def _load_base(cfg: DictConfig, model_cfg: dict[str, Any], model, tokenizer, device: torch.device):
     """The base model for extrapolation; refuses another vocabulary (Δlog p compares token ids)."""
-    from rlvr_cli.models import load_model, load_tokenizer
+    from rlvr_cli.models import load_model, load_tokenizer, resolve_model_path
     from rlvr_cli.rollout.extrapolate import check_same_vocab
 
     base_path = str(cfg.extrapolate.base)
+    if resolve_model_path(base_path) == resolve_model_path(str(model_cfg["path"])):
+        log.warning("extrapolate.base is model.path itself: Δlog p is 0 at every token, so π_ext = π_RL")
     base = load_model(model_cfg, device, path=base_path)
     check_same_vocab(model, base)
     try:
@@ -229,20 +231,23 @@ def _progress(enabled: bool):
                     TextColumn("ETA"), TimeRemainingColumn(), console=console, disable=not enabled)
 
 
-def metrics_table(name: str, metrics: dict[str, float], n: int, title_extra: str = ""):
+def metrics_table(name: str, metrics: dict[str, float], n: int, caption: str = ""):
+    """One row per metric (a column per metric would not fit a terminal at n = 32)."""
     from rich.table import Table
 
-    table = Table(title=f"{name}: {int(metrics.get('problems', 0))} problems × n={n}{title_extra}")
-    cols = [f"avg@{n}", *[f"pass@{k}" for k in pass_ks(n)], f"maj@{n}"]
-    extra = [("mean len", "response_len_mean", "{:.1f}"), ("truncated", "truncated_frac", "{:.1%}"),
-             ("timeouts", "grader_timeouts", "{:.0f}")]
+    table = Table(title=f"{name}: {int(metrics.get('problems', 0))} problems × n={n}", caption=caption or None)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    rows = [(f"avg@{n}", f"avg@{n}", "{:.3f}"), *[(f"pass@{k}", f"pass@{k}", "{:.3f}") for k in pass_ks(n)],
+            (f"maj@{n}", f"maj@{n}", "{:.3f}"), ("mean length (tokens)", "response_len_mean", "{:.1f}"),
+            ("truncated", "truncated_frac", "{:.1%}"), ("no answer", "no_answer_frac", "{:.1%}"),
+            ("grader timeouts", "grader_timeouts", "{:.0f}")]
     if "extrap/trigger_rate" in metrics:
-        extra += [("extrap", "extrap/trigger_rate", "{:.2%}"), ("mean Δlog p", "extrap/dlogp_flagged_mean", "{:.3f}")]
-    for c in cols:
-        table.add_column(c, justify="right", style="bold" if c == f"avg@{n}" else None)
-    for label, _, _ in extra:
-        table.add_column(label, justify="right", style="dim")
-    table.add_row(*[f"{metrics[c]:.3f}" for c in cols], *[fmt.format(metrics[k]) for _, k, fmt in extra])
+        rows += [("extrapolated tokens", "extrap/trigger_rate", "{:.2%}"),
+                 ("  of which changed", "extrap/changed_rate", "{:.1%}"),
+                 ("  mean Δlog p", "extrap/dlogp_flagged_mean", "{:.3f}")]
+    for label, key, fmt in rows:
+        table.add_row(label, fmt.format(metrics[key]), style="bold" if key == f"avg@{n}" else None)
     return table
 
 
@@ -264,7 +269,7 @@ def results_markdown(results: dict[str, Any]) -> str:
     lines.append(f"- model: `{model['path']}` -> `{model['resolved_path']}`, {model['dtype']} on {model['device']}, "
                  f"{model['params']:,} parameters" + (f", revision {model['revision']}" if model.get("revision") else ""))
     lines.append(f"- sampling: n={n}, temperature={s['temperature']}, top_p={s['top_p']}, "
-                 f"max_new_tokens={s['max_new_tokens']}, batch_size={s['batch_size']}, seed={results['seed']}")
+                 f"max_new_tokens={s['max_new_tokens'] or 'per benchmark'}, batch_size={s['batch_size']}, seed={results['seed']}")
     g = results["grader"]
     lines.append(f"- grader: {g['verifier']}, extract={g['extract']}, timeout_s={g['timeout_s']}, workers={g['num_workers']}")
     x = results["extrapolate"]
@@ -275,7 +280,8 @@ def results_markdown(results: dict[str, Any]) -> str:
         lines.append("- Δlog p extrapolation: off")
     for name, b in results["benchmarks"].items():
         src = b["source"]
-        extrap = (f", extrapolated {b['metrics']['extrap/trigger_rate']:.2%} of tokens"
+        extrap = (f", extrapolated {b['metrics']['extrap/trigger_rate']:.2%} of tokens "
+                  f"(mean Δlog p {b['metrics']['extrap/dlogp_flagged_mean']:.3f})"
                   if "extrap/trigger_rate" in b["metrics"] else "")
         lines.append(f"- {name}: {_source_text(b['source'])}; template {b['template']}, max_new_tokens {b['max_new_tokens']}, "
                      f"limit {b['limit']}, skipped {sum(b['skipped'].values())} malformed rows; "
@@ -375,6 +381,7 @@ def run_benchmark(bench: dict[str, Any], cfg: DictConfig, model, tokenizer, grad
     metrics = summarize_samples(samples, n)
     if base is not None:
         metrics.update(_extrap_metrics(samples))
+    metrics = {k: round(v, 6) for k, v in metrics.items()}
     tokens = sum(s.length for s in samples)
     record.update(max_new_tokens=max_new, metrics=metrics, wall_s=wall, samples=len(samples), tokens=tokens,
                   samples_per_s=len(samples) / max(wall, 1e-9), tokens_per_s=tokens / max(wall, 1e-9))
@@ -418,7 +425,7 @@ def eval_main(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             record, samples = run_benchmark(bench, cfg, model, tokenizer, grader, base, xcfg)
             results["benchmarks"][bench["name"]] = record
             console.print(metrics_table(bench["name"], record["metrics"], int(cfg.eval.n),
-                                        f", {record['wall_s']:.1f} s, {record['samples_per_s']:.1f} samples/s"))
+                                        f"{record['wall_s']:.1f} s, {record['samples_per_s']:.1f} samples/s"))
             if cfg.eval.get("save_samples", True):
                 with open(samples_path, "a", encoding="utf-8") as f:
                     for s in samples:

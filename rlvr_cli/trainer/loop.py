@@ -405,3 +405,5 @@ class GRPOTrainer:
 
     def close(self) -> None:
         self.grader.close()
+        if self.distributed:
+            ddp.shutdown()

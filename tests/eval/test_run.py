@@ -259,13 +259,15 @@ def test_cli_subprocess(model_path, three_problems, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert all((out / f).is_file() for f in ("results.json", "results.md", "samples.jsonl"))
     res = json.loads((out / "results.json").read_text())
-    assert res["command"].startswith("rlvr eval model.path=") and len(read_jsonl(out / "samples.jsonl")) == 6
+    assert res["command"].startswith("rlvr eval model.path=")
+    assert len(read_jsonl(out / "samples.jsonl")) == 6 and res["benchmarks"]["aime24"]["problems"] == 3
     assert "aime24" in r.stdout and "avg@2" in r.stdout
 
 
-def test_cli_unknown_benchmark_is_one_line_exit_2(tmp_path):
+# a regression guard: the top-level benchmarks/ folder must not be a config group that swallows the key
+def test_cli_benchmarks_list_unknown_name_is_one_line_exit_2(tmp_path):
     r = subprocess.run([sys.executable, "-m", "rlvr_cli.cli", "eval", "benchmarks=[aime2024]", f"out_dir={tmp_path}"],
-                       capture_output=True, text=True, timeout=120)
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)  # Hydra's own runs/ lands here
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
     assert "unknown benchmark 'aime2024'; valid: aime24" in r.stderr and "Traceback" not in r.stderr
 

@@ -110,6 +110,28 @@ def test_gamma_zero_reproduces_rl_sampling_token_for_token(models, temperature, 
     assert torch.equal(with_base.response_mask, alone.response_mask)
 
 
+@pytest.mark.parametrize("temperature,top_p", [(1.0, 1.0), (0.7, 0.8)])
+def test_gamma_zero_equals_hf_generate_with_the_same_seed(models, temperature, top_p):
+    """(a) torch's multinomial draws one sample as argmax(p / E), E ~ Exp(1): the same noise as this loop's
+    Gumbel-max, so with γ = 0 the tokens equal HF ``generate`` sampling from π_RL alone, seed for seed."""
+    from rlvr_cli.rollout.generate import response_mask_from_ids, sampling_kwargs
+
+    rl, base = models
+    ids, mask = prompts()
+    eos = list(range(3, 9))
+    gen_cfg = sampling_kwargs(temperature, top_p, 12, eos, PAD)
+    gen_cfg.top_k = 0  # transformers 5 turns top_k=None into its default top_k=50; 0 switches it off
+    torch.manual_seed(5)
+    hf = rl.generate(input_ids=ids, attention_mask=mask, generation_config=gen_cfg)
+    hf = hf[:, ids.shape[1]:]
+    hf_mask, _ = response_mask_from_ids(hf, eos, PAD)
+    torch.manual_seed(5)
+    ours = lockstep_sample(rl, base, ids, mask, max_new_tokens=12, eos_ids=eos, pad_id=PAD, temperature=temperature,
+                           top_p=top_p, cfg=ExtrapolateConfig(gamma=0.0, tau=0.0))
+    assert ours.extrapolated.any()
+    assert torch.equal(ours.responses, hf.masked_fill(hf_mask == 0, PAD)) and torch.equal(ours.response_mask, hf_mask)
+
+
 def test_positive_gamma_changes_some_flagged_tokens(models):
     rl, base = models
     out = run(rl, base, ExtrapolateConfig(gamma=2.0, tau=0.0, cand_topk=50))

@@ -61,20 +61,26 @@ def _fixed_batch(trainer):
 
 @pytest.mark.parametrize("mode", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"])
 def test_gradient_accumulation_invariance(tmp_path, mode):
-    """micro-batch 16 (one pass) and micro-batch 2 (8 accumulated passes) give the same update."""
+    """micro-batch 16 (one pass) and micro-batch 2 (8 accumulated passes) give the same update.
+
+    Adam with a large eps is ~SGD (update ∝ gradient): with the default eps a near-zero gradient entry
+    turns float summation-order noise into a ±lr step, while a wrongly scaled micro-batch still shows
+    at full size."""
     results = []
     for micro in (16, 2):
         cfg = compose_train([f"algo.micro_batch_size={micro}", "algo.mini_batch_size=16", f"algo.loss_agg_mode={mode}",
-                             "trainer.resume=never"])
+                             "trainer.resume=never", "optim.eps=1.0", "optim.lr=0.05", "optim.warmup_steps=0"])
         trainer = GRPOTrainer(cfg, tmp_path / f"m{micro}")
+        init = [p.detach().clone() for p in trainer.model.parameters()]
         batch = _fixed_batch(trainer)
         m = trainer._update(batch, 1)
         results.append((m["loss/pg"], [p.detach().clone() for p in trainer.model.parameters()]))
         trainer.close()
     (loss_a, w_a), (loss_b, w_b) = results
     assert loss_a == pytest.approx(loss_b, rel=1e-4, abs=1e-6)
+    assert max((a - i).abs().max().item() for a, i in zip(w_a, init)) > 1e-4  # the update really moved
     for a, b in zip(w_a, w_b):
-        assert torch.allclose(a, b, atol=1e-6)
+        assert torch.allclose(a, b, atol=1e-6), (a - b).abs().max().item()
 
 
 def test_nonfinite_loss_skips_the_step_and_stops_cleanly_with_a_checkpoint(tmp_path, monkeypatch):
