@@ -91,12 +91,21 @@ def list_configs() -> None:
     Console().print(table)
 
 
+def _register_resolvers() -> None:
+    from omegaconf import OmegaConf
+
+    # ${rlvr_first:a,b}: a unless it is null (hydra.run.dir follows out_dir when one is given)
+    if not OmegaConf.has_resolver("rlvr_first"):
+        OmegaConf.register_new_resolver("rlvr_first", lambda a, b: b if a is None else a)
+
+
 def _run_app(command: str, args: list[str]) -> None:
     import hydra
 
     from rlvr_cli import commands
 
     target = getattr(commands, command)
+    _register_resolvers()
     app = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=COMMANDS[command])(target)
     sys.argv = [f"rlvr {command}", *args]
     app()
