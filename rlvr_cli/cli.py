@@ -26,6 +26,7 @@ commands:
   train   GRPO training (rlvr train +method=siren trainer.max_steps=100)
   eval    avg@n / pass@k / maj@n on benchmarks (rlvr eval model=<dir|hub id> eval.n=32)
   ls      list config groups, their options, and recipes
+  report  compare finished runs (rlvr report runs/sweeps/<time>): accuracy, entropy trajectory, step time
 
 Hydra flags work after the command: -m (sweeps), --cfg job, --help."""
 
@@ -121,8 +122,13 @@ def main(argv: list[str] | None = None) -> None:
         if command == "ls":
             list_configs()
             return
+        if command == "report":
+            from rlvr_cli.report import report_main
+
+            report_main(rest)
+            return
         if command not in COMMANDS:
-            raise UserError(f"unknown command '{command}'; valid: {', '.join([*COMMANDS, 'ls'])}")
+            raise UserError(f"unknown command '{command}'; valid: {', '.join([*COMMANDS, 'ls', 'report'])}")
         _run_app(command, normalise_overrides(rest, COMMANDS[command]))
     except UserError as e:
         print(f"rlvr: error: {e}", file=sys.stderr)

@@ -1,0 +1,115 @@
+"""``rlvr report PATH...``: one comparison table over finished runs (a sweep folder or run folders).
+
+Each run folder holds ``resolved_config.yaml`` and ``metrics.jsonl`` (stage 8). Per run the table gives
+the method, steps, validation accuracy before and after training, policy entropy (``actor/entropy``,
+mean over response tokens of the rollout batch) at the start and the end, the entropy trajectory
+(means over equal fifths of the run) and the mean step time. Reads files only, so it runs anywhere.
+
+    rlvr report runs/sweeps/2026-12-02_02-30-00          # after rlvr train -m +method=...
+    rlvr report runs/arith_grpo_baseline_s0 runs/arith_grpo_siren_s0 --json
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from rlvr_cli.errors import UserError
+
+TRAJECTORY_POINTS = 5
+
+
+def find_runs(paths: list[str | Path]) -> list[Path]:
+    """Run folders (those with a ``metrics.jsonl``) at or below each path, in path then name order."""
+    runs: list[Path] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise UserError(f"no such run folder: {p}")
+        found = [p] if (p / "metrics.jsonl").is_file() else sorted(m.parent for m in p.rglob("metrics.jsonl"))
+        runs += [r for r in found if r not in runs]
+    if not runs:
+        raise UserError(f"no metrics.jsonl under {', '.join(map(str, paths))}")
+    return runs
+
+
+def _val_key(rows: list[dict[str, Any]]) -> str | None:
+    """The main validation metric: the first ``val/<name>/avg@n`` logged."""
+    for row in rows:
+        for key in row:
+            if key.startswith("val/") and "/avg@" in key:
+                return key
+    return None
+
+
+def _finite(values) -> list[float]:
+    return [float(v) for v in values if v is not None and math.isfinite(float(v))]
+
+
+def trajectory(values: list[float], points: int = TRAJECTORY_POINTS) -> list[float]:
+    """Means over ``points`` consecutive, (nearly) equal slices of ``values`` (fewer if it is shorter)."""
+    n = len(values)
+    if n == 0:
+        return []
+    k = min(points, n)
+    bounds = [round(i * n / k) for i in range(k + 1)]
+    return [sum(values[a:b]) / (b - a) for a, b in zip(bounds, bounds[1:])]
+
+
+def summarize_run(run_dir: Path) -> dict[str, Any]:
+    """The figures of one run folder (see the module docstring)."""
+    from omegaconf import OmegaConf
+
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    cfg_path = run_dir / "resolved_config.yaml"
+    cfg = OmegaConf.load(cfg_path) if cfg_path.is_file() else OmegaConf.create({})
+    train = [r for r in rows if r.get("step", 0) > 0 and "reward/mean" in r]
+    entropy = _finite(r.get("actor/entropy") for r in train)
+    key = _val_key(rows)
+    val = [(r["step"], float(r[key])) for r in rows if key and r.get(key) is not None]
+    step_s = _finite(r.get("perf/step_s") for r in train)
+    return {
+        "run": run_dir.name,
+        "method": OmegaConf.select(cfg, "method.name", default="?"),
+        "steps": max((r["step"] for r in train), default=0),
+        "val_metric": key,
+        "val_start": val[0][1] if val and val[0][0] == 0 else None,
+        "val_end": val[-1][1] if val else None,
+        "val_best": max(v for _, v in val) if val else None,
+        "entropy_start": entropy[0] if entropy else None,
+        "entropy_end": entropy[-1] if entropy else None,
+        "entropy_trajectory": trajectory(entropy),
+        "train_acc_last10": (sum(a := _finite(r.get("reward/accuracy") for r in train[-10:])) / len(a)) if train else None,
+        "step_s_mean": sum(step_s) / len(step_s) if step_s else None,
+    }
+
+
+def _fmt(v: Any, spec: str = ".3f") -> str:
+    return "–" if v is None else format(v, spec)
+
+
+def markdown_table(summaries: list[dict[str, Any]]) -> str:
+    """The summaries as a Markdown table (one row per run)."""
+    head = ("| run | method | steps | val start | val end | val best | train acc (last 10) | entropy start | "
+            "entropy end | entropy trajectory (fifths) | step s |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for s in summaries:
+        traj = " → ".join(_fmt(v) for v in s["entropy_trajectory"]) or "–"
+        lines.append(
+            f"| {s['run']} | {s['method']} | {s['steps']} | {_fmt(s['val_start'])} | {_fmt(s['val_end'])} | "
+            f"{_fmt(s['val_best'])} | {_fmt(s['train_acc_last10'])} | {_fmt(s['entropy_start'])} | "
+            f"{_fmt(s['entropy_end'])} | {traj} | {_fmt(s['step_s_mean'], '.2f')} |")
+    metric = next((s["val_metric"] for s in summaries if s["val_metric"]), None)
+    if metric:
+        lines.append(f"\nval = {metric}; entropy = actor/entropy (rollout batch, mean over response tokens)")
+    return "\n".join(lines)
+
+
+def report_main(args: list[str]) -> None:
+    """Entry of ``rlvr report``: paths, optionally ``--json``."""
+    as_json = "--json" in args
+    paths = [a for a in args if a != "--json"]
+    if not paths:
+        raise UserError("usage: rlvr report RUN_OR_SWEEP_DIR... [--json]")
+    summaries = [summarize_run(r) for r in find_runs(paths)]
+    print(json.dumps(summaries, indent=2) if as_json else markdown_table(summaries))
