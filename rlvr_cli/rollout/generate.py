@@ -19,13 +19,16 @@ def eos_token_ids(model, tokenizer) -> list[int]:
 
 
 def sampling_kwargs(temperature: float, top_p: float, max_new_tokens: int, eos_ids: list[int], pad_id: int):
-    """A complete ``GenerationConfig`` so a model's own defaults (e.g. Qwen's top_k=20) never leak in."""
+    """A complete ``GenerationConfig`` so a model's own defaults (e.g. Qwen's top_k=20) never leak in.
+
+    ``top_k=0`` switches top-k off, as verl's ``top_k=-1``: transformers 5 reads ``None`` as its default
+    of 50, which would sample from a truncated distribution while the loss scores the full one."""
     greedy = temperature <= 0
     return GenerationConfig(
         do_sample=not greedy,
         temperature=None if greedy else float(temperature),
         top_p=None if greedy else float(top_p),
-        top_k=None,
+        top_k=None if greedy else 0,
         max_new_tokens=int(max_new_tokens),
         eos_token_id=eos_ids,
         pad_token_id=pad_id,
