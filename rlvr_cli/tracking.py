@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -46,13 +47,23 @@ class JsonlTracker:
 
 
 class WandbTracker:
-    def __init__(self, cfg: dict[str, Any], run_config: dict[str, Any], out_dir: Path):
+    """A wandb run. Its id is kept in the run folder (``wandb_run_id``), so a resumed run logs into the
+    same wandb run instead of starting a new one; ``logger.id`` pins it by hand."""
+
+    ID_FILE = "wandb_run_id"
+
+    def __init__(self, cfg: dict[str, Any], run_config: dict[str, Any], out_dir: Path, resuming: bool = False):
         import wandb
 
+        id_file = Path(out_dir) / self.ID_FILE
+        run_id = cfg.get("id") or (id_file.read_text().strip() if resuming and id_file.is_file() else None)
+        run_id = run_id or uuid.uuid4().hex[:12]
         self._run = wandb.init(
             project=cfg.get("project", "rlvr"), name=cfg.get("name"), mode=cfg.get("mode", "offline"),
-            dir=str(out_dir), config=run_config, resume="allow", id=cfg.get("id"),
+            dir=str(out_dir), config=run_config, resume="allow", id=run_id,
         )
+        id_file.write_text(run_id)
+        self.id = run_id
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
         self._run.log(metrics, step=step)
@@ -79,5 +90,5 @@ def build_tracker(logger_cfg: dict[str, Any], run_config: dict[str, Any], out_di
         return NullTracker()
     trackers = [JsonlTracker(Path(out_dir) / "metrics.jsonl", resume_step)]
     if logger_cfg.get("kind") == "wandb":
-        trackers.append(WandbTracker(logger_cfg, run_config, out_dir))
+        trackers.append(WandbTracker(logger_cfg, run_config, out_dir, resuming=resume_step is not None))
     return MultiTracker(*trackers)

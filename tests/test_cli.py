@@ -35,7 +35,7 @@ def test_unknown_option_is_one_line_exit_2_no_traceback():
 
 def test_unknown_command():
     r = rlvr("trian")
-    assert r.returncode == 2 and "valid: train, eval, ls" in r.stderr
+    assert r.returncode == 2 and "valid: train, eval, ls, report" in r.stderr
 
 
 def test_ls_lists_groups_and_options():
@@ -55,3 +55,22 @@ def test_recipe_from_the_command_line():
     r = rlvr("train", "+recipes=kl_cov/qwen2.5-7b_dapo17k", "--cfg", "job")
     assert r.returncode == 0, r.stderr
     assert "name: kl_cov" in r.stdout and "prompts_per_step: 256" in r.stdout and "Qwen/Qwen2.5-7B" in r.stdout
+
+
+@pytest.mark.slow
+def test_multirun_sweep_over_methods_gives_one_run_folder_each(tmp_path):
+    """``rlvr train -m +method=a,b`` as typed (the documented sweep), then ``rlvr report`` over it."""
+    from tests.trainer.conftest import TINY
+
+    sweep = tmp_path / "sweep"
+    r = subprocess.run(
+        [sys.executable, "-m", "rlvr_cli.cli", "train", "-m", "+method=baseline,rsi_s", *TINY,
+         "trainer.max_steps=1", f"hydra.sweep.dir={sweep}"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = sorted(p.name for p in sweep.iterdir() if (p / "metrics.jsonl").is_file())
+    assert runs == ["arith_grpo_baseline_s0", "arith_grpo_rsi_s_s0"]
+    assert "method/rsi_s/keep_frac" in (sweep / "arith_grpo_rsi_s_s0" / "metrics.jsonl").read_text()
+    rep = rlvr("report", str(sweep))
+    assert rep.returncode == 0 and "| arith_grpo_rsi_s_s0 | rsi_s | 1 |" in rep.stdout
