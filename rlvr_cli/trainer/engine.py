@@ -141,6 +141,24 @@ def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def zero3_reference(model: torch.nn.Module, ds_config: dict[str, Any]) -> torch.nn.Module:
+    """The frozen reference model partitioned like the policy under ZeRO-3 (a DeepSpeed inference engine:
+    no optimizer, parameters sharded over ranks and gathered layer by layer in forward, optionally
+    offloaded to CPU as ``trainer.offload_param`` says). Memory: 1/world of the weights per GPU instead
+    of a full copy. Returns the wrapped HF module; every rank must run each of its forwards."""
+    import deepspeed
+
+    zero: dict[str, Any] = {"stage": 3}
+    if "offload_param" in ds_config["zero_optimization"]:
+        zero["offload_param"] = ds_config["zero_optimization"]["offload_param"]
+    cfg = {"train_micro_batch_size_per_gpu": ds_config["train_micro_batch_size_per_gpu"],
+           "zero_optimization": zero, "bf16": ds_config.get("bf16", {"enabled": False}), "steps_per_print": 10**9}
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    engine, *_ = deepspeed.initialize(model=model, config=cfg)
+    engine.module.eval()
+    return engine.module
+
+
 class DeepSpeedEngine:
     """DeepSpeed ZeRO-1/2/3 around the same AdamW. Gradient accumulation boundaries are set by the loop
     (mini-batches may hold a varying number of micro-batches after group filtering), and losses arrive

@@ -28,7 +28,7 @@ from rlvr_cli.progress import StepProgress
 from rlvr_cli.rewards import MathGrader
 from rlvr_cli.rollout import generate_rollouts, policy_token_stats
 from rlvr_cli.trainer import checkpoint as ckpt
-from rlvr_cli.trainer.engine import DeepSpeedEngine, TorchEngine, deepspeed_config
+from rlvr_cli.trainer.engine import DeepSpeedEngine, TorchEngine, deepspeed_config, zero3_reference
 from rlvr_cli.tracking import build_tracker
 from rlvr_cli.types import PolicyBatch, TrainBatch
 
@@ -87,9 +87,9 @@ class GRPOTrainer:
         self.resume_from = ckpt.resolve_resume(self.trainer_cfg.get("resume"), self.out_dir)
         policy_path = str(self.resume_from / "hf") if self.resume_from else None
         self.model = load_model(c(cfg.model), self.device, policy_path)
-        self.ref_model = self._load_reference(c(cfg.model)) if self.algo["kl"]["enabled"] else None
         self.engine = self._build_engine(c(cfg.optim), c(cfg.model))
         self.model = self.engine.module
+        self.ref_model = self._load_reference(c(cfg.model)) if self.algo["kl"]["enabled"] else None
         if self.resume_from:
             self._restore(ckpt.load_state(self.resume_from, self.rank))
         self.tracker = build_tracker(c(cfg.logger), c(cfg), self.out_dir, self.step if self.resume_from else None, self.rank)
@@ -103,9 +103,12 @@ class GRPOTrainer:
         return DeepSpeedEngine(self.model, optim, total, deepspeed_config(self.trainer_cfg, self.algo, optim, self.world, bf16))
 
     def _load_reference(self, model_cfg: dict[str, Any]):
-        """The frozen initial policy for the KL term (always the config's model, also after resume)."""
+        """The frozen initial policy for the KL term (always the config's model, also after resume);
+        partitioned over the ranks under ZeRO-3, a full copy per rank otherwise."""
         ref = load_model({**model_cfg, "gradient_checkpointing": False}, self.device)
         ref.eval().requires_grad_(False)
+        if isinstance(self.engine, DeepSpeedEngine) and self.engine.zero_stage == 3:
+            ref = zero3_reference(ref, self.engine.config)
         return ref
 
     def _state(self) -> dict[str, Any]:
@@ -220,7 +223,10 @@ class GRPOTrainer:
         t = batch.response_mask.shape[1]
         for idx in self._micro_splits(len(batch)):
             if idx.numel() == 0:  # this rank has fewer rows: a dummy pass keeps ZeRO-3 collectives in step
-                self._token_stats(self.model, _rows(batch, torch.tensor([0])).rollouts, ["logprobs"], (), {})
+                dummy = _rows(batch, torch.tensor([0])).rollouts
+                for model in (self.model, self.ref_model):
+                    if model is not None:
+                        self._token_stats(model, dummy, ["logprobs"], (), {})
                 continue
             ro = _rows(batch, idx).rollouts
             stats = self._token_stats(self.model, ro, names, (), needs.fns)

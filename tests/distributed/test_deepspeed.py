@@ -66,3 +66,16 @@ def test_rlvr_train_launches_two_ranks_and_exports_hf(tmp_path, stage):
 
     model = AutoModelForCausalLM.from_pretrained(ckpt / "hf")  # consolidated, not partitioned shards
     assert all(p.numel() > 0 and torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_zero3_with_reference_kl_partitions_the_reference_and_trains(tmp_path):
+    """KL on under ZeRO-3: the reference is a DeepSpeed ZeRO-3 inference engine on both ranks, its
+    forwards stay in step with the other rank's, and the KL term is logged."""
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "rlvr_cli.cli", "train", *TINY, "trainer=zero3", "trainer.gpus=2",
+                        "trainer.device=cpu", "trainer.master_port=29620", "algo.kl.enabled=true", "algo.kl.coef=0.1",
+                        "trainer.max_steps=1", f"out_dir={out}"],
+                       env=ENV, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (row,) = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert row["loss/kl"] > 0  # the second mini-batch sees a policy that has moved away from the reference
