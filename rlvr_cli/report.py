@@ -46,6 +46,10 @@ def _finite(values) -> list[float]:
     return [float(v) for v in values if v is not None and math.isfinite(float(v))]
 
 
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
 def trajectory(values: list[float], points: int = TRAJECTORY_POINTS) -> list[float]:
     """Means over ``points`` consecutive, (nearly) equal slices of ``values`` (fewer if it is shorter)."""
     n = len(values)
@@ -67,7 +71,6 @@ def summarize_run(run_dir: Path) -> dict[str, Any]:
     entropy = _finite(r.get("actor/entropy") for r in train)
     key = _val_key(rows)
     val = [(r["step"], float(r[key])) for r in rows if key and r.get(key) is not None]
-    step_s = _finite(r.get("perf/step_s") for r in train)
     return {
         "run": run_dir.name,
         "method": OmegaConf.select(cfg, "method.name", default="?"),
@@ -79,8 +82,8 @@ def summarize_run(run_dir: Path) -> dict[str, Any]:
         "entropy_start": entropy[0] if entropy else None,
         "entropy_end": entropy[-1] if entropy else None,
         "entropy_trajectory": trajectory(entropy),
-        "train_acc_last10": (sum(a := _finite(r.get("reward/accuracy") for r in train[-10:])) / len(a)) if train else None,
-        "step_s_mean": sum(step_s) / len(step_s) if step_s else None,
+        "train_acc_last10": _mean(_finite(r.get("reward/accuracy") for r in train[-10:])),
+        "step_s_mean": _mean(_finite(r.get("perf/step_s") for r in train)),
     }
 
 
