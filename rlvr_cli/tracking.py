@@ -63,7 +63,6 @@ class WandbTracker:
             dir=str(out_dir), config=run_config, resume="allow", id=run_id,
         )
         id_file.write_text(run_id)
-        self.id = run_id
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
         self._run.log(metrics, step=step)

@@ -109,6 +109,7 @@ class GRPOTrainer:
         ref.eval().requires_grad_(False)
         if isinstance(self.engine, DeepSpeedEngine) and self.engine.zero_stage == 3:
             ref = zero3_reference(ref, self.engine.config)
+            ddp.print0(f"KL reference: ZeRO-3 partitioned over {self.world} ranks")
         return ref
 
     def _state(self) -> dict[str, Any]:

@@ -77,5 +77,6 @@ def test_zero3_with_reference_kl_partitions_the_reference_and_trains(tmp_path):
                         "trainer.max_steps=1", f"out_dir={out}"],
                        env=ENV, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert "KL reference: ZeRO-3 partitioned over 2 ranks" in r.stdout
     (row,) = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert row["loss/kl"] > 0  # the second mini-batch sees a policy that has moved away from the reference

@@ -267,7 +267,7 @@ def test_cli_subprocess(model_path, three_problems, tmp_path):
 # a regression guard: the top-level benchmarks/ folder must not be a config group that swallows the key
 def test_cli_benchmarks_list_unknown_name_is_one_line_exit_2(tmp_path):
     r = subprocess.run([sys.executable, "-m", "rlvr_cli.cli", "eval", "benchmarks=[aime2024]", f"out_dir={tmp_path}"],
-                       capture_output=True, text=True, timeout=120, cwd=tmp_path)  # Hydra's own runs/ lands here
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
     assert "unknown benchmark 'aime2024'; valid: aime24" in r.stderr and "Traceback" not in r.stderr
 
