@@ -58,9 +58,9 @@ def main() -> None:
             tr.model.load_state_dict(state)
             batch = tr._train_batch(ro, scores, adv, torch.ones_like(scores, dtype=torch.bool))
             t0 = time.perf_counter()
-            batch.token = tr._score(batch)
+            batch.token = tr.score(batch)
             tr.method.prepare(batch, StepContext(step=1, total_steps=50, seed=0))
-            tr._update(batch, 1)
+            tr.update(batch, 1)
             if rep:  # the first run warms up
                 times.append(time.perf_counter() - t0)
         tr.close()

@@ -18,9 +18,19 @@ def under_launcher() -> bool:
     return all(k in os.environ for k in LAUNCHER_ENV)
 
 
-def init_distributed(device: torch.device) -> None:
-    """Join the process group (gloo on CPU, nccl on GPU). A single process without a launcher gets
-    the env a launcher would set, because DeepSpeed otherwise asks for mpi4py."""
+def backend_for(device: torch.device, backend: str = "auto") -> str:
+    """The process group's backend. ``auto``: gloo on CPU; on GPU one backend per device type,
+    ``cpu:gloo,cuda:nccl`` (as verl does), so a collective on a CPU tensor (metrics, object gathers,
+    a method's statistics) goes over gloo and a CUDA tensor over NCCL. An NCCL-only group has no CPU
+    backend ("No backend type associated with device type cpu")."""
+    if backend != "auto":
+        return backend
+    return "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
+
+
+def init_distributed(device: torch.device, backend: str = "auto") -> None:
+    """Join the process group (see ``backend_for``). A single process without a launcher gets the env
+    a launcher would set, because DeepSpeed otherwise asks for mpi4py."""
     if dist.is_available() and dist.is_initialized():
         return
     for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1"),
@@ -28,7 +38,7 @@ def init_distributed(device: torch.device) -> None:
         os.environ.setdefault(key, value)
     if device.type == "cuda":
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(minutes=30))
+    dist.init_process_group(backend_for(device, backend), timeout=timedelta(minutes=30))
 
 
 def shutdown() -> None:
@@ -56,10 +66,25 @@ def print0(*args, **kwargs) -> None:
         console.print(*args, **kwargs)
 
 
+def collective_device() -> torch.device:
+    """Where this module's collectives put their tensors: the CPU when the group has a CPU backend
+    (gloo, or ``cpu:gloo,cuda:nccl``), else the current GPU (a group started as plain ``nccl``, e.g.
+    by ``trainer.dist_backend=nccl`` or by a caller's own ``init_process_group``)."""
+    try:
+        from torch.distributed.distributed_c10d import _device_capability
+
+        has_cpu = "cpu" in _device_capability()
+    except ImportError:  # private helper; the backend's name says the same
+        has_cpu = any(b in str(dist.get_backend()) for b in ("gloo", "mpi"))
+    if has_cpu:
+        return torch.device("cpu")
+    return torch.device("cuda", torch.cuda.current_device())
+
+
 def all_sum(x: float) -> float:
     if world_size() == 1:
         return float(x)
-    t = torch.tensor([float(x)], dtype=torch.float64)
+    t = torch.tensor([float(x)], dtype=torch.float64, device=collective_device())
     dist.all_reduce(t)
     return float(t)
 
@@ -67,7 +92,7 @@ def all_sum(x: float) -> float:
 def all_max(x: int) -> int:
     if world_size() == 1:
         return int(x)
-    t = torch.tensor([int(x)], dtype=torch.long)
+    t = torch.tensor([int(x)], dtype=torch.long, device=collective_device())
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return int(t)
 
@@ -76,14 +101,14 @@ def gather_1d(x: torch.Tensor) -> torch.Tensor:
     """Concatenate a variable-length 1-D tensor from every rank, in rank order (same on all ranks)."""
     if world_size() == 1:
         return x
-    device = x.device
-    x = x.detach().cpu()
-    sizes = [torch.zeros(1, dtype=torch.long) for _ in range(world_size())]
-    dist.all_gather(sizes, torch.tensor([x.numel()]))
+    device, comm = x.device, collective_device()
+    x = x.detach().to(comm)
+    sizes = [torch.zeros(1, dtype=torch.long, device=comm) for _ in range(world_size())]
+    dist.all_gather(sizes, torch.tensor([x.numel()], device=comm))
     longest = int(max(s.item() for s in sizes))
-    padded = torch.zeros(longest, dtype=x.dtype)
+    padded = torch.zeros(longest, dtype=x.dtype, device=comm)
     padded[: x.numel()] = x
-    parts = [torch.zeros(longest, dtype=x.dtype) for _ in sizes]
+    parts = [torch.zeros(longest, dtype=x.dtype, device=comm) for _ in sizes]
     dist.all_gather(parts, padded)
     return torch.cat([p[: int(s)] for p, s in zip(parts, sizes)]).to(device)
 

@@ -52,14 +52,40 @@ def load_tokenizer(model_cfg: dict[str, Any]):
     return tok
 
 
-def load_model(model_cfg: dict[str, Any], device: torch.device, path: str | None = None):
-    """The causal LM from ``path`` (default: the config's), with the config's dtype and attention."""
+def disable_dropout(model: torch.nn.Module) -> int:
+    """Set every dropout of the model to 0 (``nn.Dropout`` modules and the float ``attention_dropout`` /
+    ``dropout`` attributes HF attention layers apply in train mode); returns how many were on. The
+    gradient forwards run in train mode (gradient checkpointing needs it), and a live dropout would
+    make the ratio π/π_old ≠ 1 on-policy and the log-probs differ from the sampler's (TRL's
+    ``disable_dropout``, on by default)."""
+    changed = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout) and module.p > 0:
+            module.p, changed = 0.0, changed + 1
+        for attr in ("attention_dropout", "dropout"):
+            value = getattr(module, attr, None)
+            if isinstance(value, float) and not isinstance(value, bool) and value > 0:
+                setattr(module, attr, 0.0)
+                changed += 1
+    return changed
+
+
+def load_model(model_cfg: dict[str, Any], device: torch.device, path: str | None = None, dtype: torch.dtype | None = None):
+    """The causal LM from ``path`` (default: the config's) in eval mode, its weights in ``dtype``
+    (default: the config's ``dtype``), with the config's attention; dropout off unless
+    ``model.disable_dropout=false``; gradient checkpointing enabled when configured (it runs only
+    in train mode, i.e. in the loss forwards)."""
     src = resolve_model_path(path or model_cfg["path"])
-    kwargs: dict[str, Any] = {"dtype": pick_dtype(model_cfg.get("dtype", "auto"), device),
+    kwargs: dict[str, Any] = {"dtype": dtype or pick_dtype(model_cfg.get("dtype", "auto"), device),
                               "trust_remote_code": bool(model_cfg.get("trust_remote_code", False))}
     if model_cfg.get("attn_implementation"):
         kwargs["attn_implementation"] = model_cfg["attn_implementation"]
     model = AutoModelForCausalLM.from_pretrained(src, **kwargs).to(device)
+    if model_cfg.get("disable_dropout", True):
+        disable_dropout(model)
     if model_cfg.get("gradient_checkpointing"):
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    return model
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x; the old name is deprecated
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model.eval()

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 from rlvr_cli.rewards import MathGrader
 from rlvr_cli.rollout.generate import generate_rollouts
+from rlvr_cli.rollout.stopping import StopCriteria
 from rlvr_cli.types import Prompt, Rollouts
 
 # prompts -> (their n responses each, prompt-major; per-response extra statistics {name: [N] values})
@@ -34,17 +35,19 @@ class Sample:
 def sample_and_grade(
     model, tokenizer, prompts: list[Prompt], grader: MathGrader, n: int, temperature: float, top_p: float,
     max_new_tokens: int, batch_size: int = 64, prompts_per_chunk: int | None = None, on_chunk=None,
-    generate: Generate | None = None, max_prompt_len: int | None = None,
+    generate: Generate | None = None, max_prompt_len: int | None = None, stop: StopCriteria | None = None,
 ) -> list[Sample]:
     """n samples for each prompt, graded.
 
     Prompts are processed in chunks of about ``batch_size`` sequences (prompts × n), so a progress
     callback (``on_chunk(done_prompts)``) can report an ETA on long benchmarks. ``generate`` replaces
     plain HF sampling (e.g. Δlog p extrapolation); it must return n responses per prompt, prompt-major.
+    ``stop``: where responses end (default: the model's EOS), as in training.
     """
     if generate is None:
         def generate(part: list[Prompt]) -> tuple[Rollouts, dict[str, list[float]]]:
-            ro = generate_rollouts(model, tokenizer, part, n, max_new_tokens, temperature, top_p, batch_size, max_prompt_len)
+            ro = generate_rollouts(model, tokenizer, part, n, max_new_tokens, temperature, top_p, batch_size, max_prompt_len,
+                                   stop=stop)
             return ro, {}
 
     chunk = prompts_per_chunk or max(1, batch_size // max(1, n))

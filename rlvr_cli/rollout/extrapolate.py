@@ -39,7 +39,8 @@ import torch
 from transformers import DynamicCache
 
 from rlvr_cli.errors import UserError
-from rlvr_cli.rollout.generate import eos_token_ids, response_mask_from_ids
+from rlvr_cli.rollout.generate import eos_token_ids
+from rlvr_cli.rollout.stopping import StopCriteria, response_mask as stop_response_mask
 from rlvr_cli.rollout.logprobs import position_ids_from_mask
 from rlvr_cli.types import Prompt, Rollouts
 
@@ -224,7 +225,7 @@ def lockstep_sample(
             lm.step(token, mask)
 
     responses = torch.stack(cols["token"], 1).cpu()  # [B, T]
-    response_mask, truncated = response_mask_from_ids(responses, eos_ids, pad_id)
+    response_mask, truncated = stop_response_mask(responses, StopCriteria(tuple(eos_ids)))
     valid = response_mask.bool()
     return LockstepOutput(
         responses=responses.masked_fill(~valid, pad_id),
@@ -250,6 +251,7 @@ def generate_extrapolated(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     eos_ids = eos_token_ids(rl_model, tokenizer)
     tokenizer.padding_side = "left"
+    tokenizer.truncation_side = "left"  # an over-long prompt loses its beginning, never the question's end
     enc = tokenizer([p.text for p in prompts], return_tensors="pt", padding=True, add_special_tokens=False,
                     truncation=max_prompt_len is not None, max_length=max_prompt_len)
     prompt_ids = enc["input_ids"].repeat_interleave(group_size, 0)  # [N, P]

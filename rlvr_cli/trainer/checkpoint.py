@@ -5,6 +5,7 @@ temporary folder and renamed, so a run killed mid-save never leaves a half check
 """
 from __future__ import annotations
 
+import logging
 import random
 import re
 import shutil
@@ -16,17 +17,31 @@ import torch
 
 from rlvr_cli.errors import UserError
 
+log = logging.getLogger(__name__)
+
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
 def rng_state() -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every generator sampling can draw from: Python, NumPy, torch's CPU generator and, where there
+    is a GPU, every CUDA device's generator (HF sampling on GPU draws from the CUDA one)."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
+    saved = state.get("cuda")
+    if saved is not None:
+        if torch.cuda.is_available() and torch.cuda.device_count() == len(saved):
+            torch.cuda.set_rng_state_all(saved)
+        else:  # resuming elsewhere still works; only the sampling sequence differs from an unbroken run
+            log.warning("checkpoint has RNG state for %d CUDA device(s), this process sees %d: CUDA sampling will not "
+                        "repeat the unbroken run exactly", len(saved), torch.cuda.device_count() if torch.cuda.is_available() else 0)
 
 
 def checkpoint_dirs(out_dir: Path) -> list[Path]:

@@ -1,7 +1,10 @@
 """The optimizer step. Two engines with one small surface, so the loop does not know which it drives:
 
 - ``TorchEngine`` (``trainer=single``): AdamW + grad clipping on one process (the CPU default).
-- ``DeepSpeedEngine`` (``trainer=zero1|zero2|zero3[_offload]``): the same AdamW handed to DeepSpeed ZeRO.
+- ``DeepSpeedEngine`` (``trainer=zero1|zero2|zero3[_offload]``): the same AdamW handed to DeepSpeed ZeRO;
+  with ZeRO-Offload, DeepSpeed's CPU Adam (``DeepSpeedCPUAdam``, AdamW mode), which steps the fp32
+  master partitions in CPU memory (DeepSpeed refuses a client torch optimizer there). Its op compiles
+  once with the system compiler (~50 s) and is cached in ``~/.cache/torch_extensions``.
 
 Surface: ``module`` (the bare HF model), ``backward(loss, last)``, ``step() -> grad norm``, ``zero_grad``,
 ``set_lr_for_step(step)``, ``lr``, ``state_dict``/``load_state_dict`` (torch engine; DeepSpeed keeps its
@@ -30,13 +33,17 @@ def lr_multiplier(step: int, warmup_steps: int, total_steps: int, schedule: str 
     return 1.0
 
 
-def make_adamw(model: torch.nn.Module, optim: dict[str, Any]) -> torch.optim.AdamW:
-    # A torch optimizer (not DeepSpeed's FusedAdam), so DeepSpeed compiles no op at start-up.
-    return torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=optim["lr"],
-        betas=tuple(optim.get("betas", (0.9, 0.999))), weight_decay=optim.get("weight_decay", 0.0),
-        eps=optim.get("eps", 1e-8),
-    )
+def make_adamw(model: torch.nn.Module, optim: dict[str, Any], cpu_offload: bool = False) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters. A torch optimizer (not DeepSpeed's FusedAdam), so DeepSpeed
+    compiles no op at start-up; under ZeRO-Offload DeepSpeed's CPU Adam with the same hyper-parameters."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    kwargs = dict(lr=optim["lr"], betas=tuple(optim.get("betas", (0.9, 0.999))),
+                  weight_decay=optim.get("weight_decay", 0.0), eps=optim.get("eps", 1e-8))
+    if cpu_offload:
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+        return DeepSpeedCPUAdam(params, adamw_mode=True, **kwargs)
+    return torch.optim.AdamW(params, **kwargs)
 
 
 class _Schedule:
@@ -54,6 +61,7 @@ class TorchEngine:
     def __init__(self, model: torch.nn.Module, optim: dict[str, Any], total_steps: int):
         self.model = model
         self.optimizer = make_adamw(model, optim)
+        self.optimizer_name = type(self.optimizer).__name__
         self.schedule = _Schedule(optim, total_steps)
         self.grad_clip = optim.get("grad_clip", 1.0)
 
@@ -107,17 +115,20 @@ class TorchEngine:
         pass
 
 
-def deepspeed_config(trainer: dict[str, Any], algo: dict[str, Any], optim: dict[str, Any], world: int, bf16: bool) -> dict[str, Any]:
+def deepspeed_config(trainer: dict[str, Any], algo: dict[str, Any], optim: dict[str, Any], world: int,
+                     dtype: torch.dtype = torch.float32) -> dict[str, Any]:
     """The DeepSpeed JSON, derived from the GRPO settings (batch sizes are never set twice) and merged
-    with ``trainer.deepspeed`` (a passthrough for any other DeepSpeed key)."""
+    with ``trainer.deepspeed`` (a passthrough for any other DeepSpeed key). ``dtype`` is the weights'
+    dtype: bf16 / fp16 switch on DeepSpeed's mixed-precision mode (fp32 master weights in the
+    optimizer; fp16 with dynamic loss scaling)."""
     micro = algo["micro_batch_size"]
     per_rank_mini = max(1, algo["mini_batch_size"] // world)
     gas = max(1, math.ceil(per_rank_mini / micro))
     zero: dict[str, Any] = {"stage": int(trainer["zero_stage"]), "overlap_comm": False, "contiguous_gradients": True}
     if trainer.get("offload_optimizer"):
-        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
     if trainer.get("offload_param"):
-        zero["offload_param"] = {"device": "cpu", "pin_memory": True}
+        zero["offload_param"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
     if zero["stage"] == 3:
         zero["stage3_gather_16bit_weights_on_model_save"] = True
     cfg: dict[str, Any] = {
@@ -126,7 +137,8 @@ def deepspeed_config(trainer: dict[str, Any], algo: dict[str, Any], optim: dict[
         "train_batch_size": micro * gas * world,
         "gradient_clipping": optim.get("grad_clip", 1.0) or 0.0,
         "zero_optimization": zero,
-        "bf16": {"enabled": bool(bf16)},
+        "bf16": {"enabled": dtype == torch.bfloat16},
+        "fp16": {"enabled": dtype == torch.float16, "initial_scale_power": 16},
         "zero_allow_untested_optimizer": True,
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
@@ -152,7 +164,8 @@ def zero3_reference(model: torch.nn.Module, ds_config: dict[str, Any]) -> torch.
     if "offload_param" in ds_config["zero_optimization"]:
         zero["offload_param"] = ds_config["zero_optimization"]["offload_param"]
     cfg = {"train_micro_batch_size_per_gpu": ds_config["train_micro_batch_size_per_gpu"],
-           "zero_optimization": zero, "bf16": ds_config.get("bf16", {"enabled": False}), "steps_per_print": 10**9}
+           "zero_optimization": zero, "bf16": ds_config.get("bf16", {"enabled": False}),
+           "fp16": ds_config.get("fp16", {"enabled": False}), "steps_per_print": 10**9}
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     engine, *_ = deepspeed.initialize(model=model, config=cfg)
     engine.module.eval()
@@ -170,7 +183,10 @@ class DeepSpeedEngine:
         # Skip the ~60 s shared-memory comm op build on CPU; gloo does the collectives.
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
         self.config = ds_config
-        self.engine, self.optimizer, _, _ = deepspeed.initialize(model=model, optimizer=make_adamw(model, optim), config=ds_config)
+        offload = ds_config["zero_optimization"].get("offload_optimizer", {}).get("device") == "cpu"
+        optimizer = make_adamw(model, optim, cpu_offload=offload)
+        self.optimizer_name = type(optimizer).__name__
+        self.engine, self.optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config)
         self.schedule = _Schedule(optim, total_steps)
 
     @property

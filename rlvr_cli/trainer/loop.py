@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import signal
 import time
@@ -26,31 +25,17 @@ from rlvr_cli.methods.covariance import entropy_dynamics
 from rlvr_cli.models import load_model, load_tokenizer, pick_device, pick_dtype
 from rlvr_cli.progress import StepProgress
 from rlvr_cli.rewards import MathGrader
-from rlvr_cli.rollout import generate_rollouts, policy_token_stats
+from rlvr_cli.rollout import generate_rollouts
+from rlvr_cli.rollout.stopping import resolve_stop
 from rlvr_cli.trainer import checkpoint as ckpt
+from rlvr_cli.trainer.actor import Actor, Totals, rows
 from rlvr_cli.trainer.engine import DeepSpeedEngine, TorchEngine, deepspeed_config, zero3_reference
+from rlvr_cli.trainer.precision import resolve_precision
 from rlvr_cli.tracking import build_tracker
 from rlvr_cli.types import PolicyBatch, TrainBatch
 
 log = logging.getLogger(__name__)
 FAULT_KILL_ENV = "RLVR_FAULT_KILL_AT_STEP"  # fault injection for the resume test: SIGKILL after step N
-
-
-def _rows(batch: TrainBatch, idx: torch.Tensor) -> TrainBatch:
-    """Rows ``idx`` of the batch, response length trimmed to their longest response (saves compute)."""
-    ro = batch.rollouts.select(torch.zeros(len(batch), dtype=torch.bool).index_fill_(0, idx, True))
-    t = max(1, int(ro.response_mask.sum(-1).max()))
-    p = ro.prompt_len
-    ro.input_ids, ro.attention_mask, ro.response_mask = ro.input_ids[:, : p + t], ro.attention_mask[:, : p + t], ro.response_mask[:, :t]
-    return TrainBatch(
-        rollouts=ro, scores=batch.scores[idx], advantages=batch.advantages[idx, :t],
-        token={k: v[idx, :t] for k, v in batch.token.items()},
-        method={k: v[idx, :t] for k, v in batch.method.items()},
-    )
-
-
-def _split(n: int, size: int) -> list[torch.Tensor]:
-    return [torch.arange(i, min(i + size, n)) for i in range(0, n, size)]
 
 
 class GRPOTrainer:
@@ -66,14 +51,16 @@ class GRPOTrainer:
         self.device = pick_device(self.trainer_cfg.get("device", "auto"))
         self.distributed = self.trainer_cfg.get("kind") == "deepspeed"
         if self.distributed:
-            ddp.init_distributed(self.device)
+            ddp.init_distributed(self.device, self.trainer_cfg.get("dist_backend", "auto"))
             if self.device.type == "cuda":
                 self.device = torch.device("cuda", torch.cuda.current_device())
         self.rank, self.world = ddp.rank(), ddp.world_size()
         torch.manual_seed(cfg.seed + self.rank)  # ranks sample different responses
         self.tokenizer = load_tokenizer(c(cfg.model))
-        self.train_prompts, self.train_report = load_prompts(c(cfg.data), self.tokenizer, "train")
-        self.test_prompts, self.test_report = load_prompts(c(cfg.data), self.tokenizer, "test")
+        overlong = dict(max_prompt_len=self.rollout_cfg.get("max_prompt_len"),
+                        overlong=self.rollout_cfg.get("overlong_prompts", "drop"))
+        self.train_prompts, self.train_report = load_prompts(c(cfg.data), self.tokenizer, "train", **overlong)
+        self.test_prompts, self.test_report = load_prompts(c(cfg.data), self.tokenizer, "test", **overlong)
         self.test_prompts = self.test_prompts[: cfg.val.size] if cfg.val.size else self.test_prompts
         self.sampler = PromptSampler(self.train_prompts, cfg.seed)
         self.method = build_method(c(cfg.method))
@@ -86,26 +73,46 @@ class GRPOTrainer:
         self.step, self.bad_streak, self.prev_entropy = 0, 0, None
         self.resume_from = ckpt.resolve_resume(self.trainer_cfg.get("resume"), self.out_dir)
         policy_path = str(self.resume_from / "hf") if self.resume_from else None
-        self.model = load_model(c(cfg.model), self.device, policy_path)
-        self.engine = self._build_engine(c(cfg.optim), c(cfg.model))
-        self.model = self.engine.module
-        self.ref_model = self._load_reference(c(cfg.model)) if self.algo["kl"]["enabled"] else None
+        model_cfg = c(cfg.model)
+        compute = pick_dtype(model_cfg.get("dtype", "auto"), self.device)
+        self.precision = resolve_precision(compute, self.device, self.distributed, self.trainer_cfg.get("master_weights", "fp32"))
+        model = load_model(model_cfg, self.device, policy_path, dtype=self.precision.weights)
+        self.engine = self._build_engine(model, c(cfg.optim))
+        ref_model = self._load_reference(model_cfg, compute) if self.algo["kl"]["enabled"] else None
+        self.actor = Actor(
+            self.engine, self.precision, self.device, self.algo["micro_batch_size"], self.rollout_cfg["temperature"],
+            self.trainer_cfg.get("logprob_chunk_size", 1024), self.trainer_cfg.get("checkpoint_logits", "auto"),
+            ref_model, zero3=isinstance(self.engine, DeepSpeedEngine) and self.engine.zero_stage == 3,
+        )
+        self.stop = resolve_stop(self.model, self.tokenizer, [*(model_cfg.get("stop_tokens") or []),
+                                 *(self.rollout_cfg.get("stop_token_ids") or [])], self.rollout_cfg.get("stop") or [])
+        ddp.print0(f"policy: {self.precision.describe()} on {self.device}"
+                   + (", gradient checkpointing" if model_cfg.get("gradient_checkpointing") else "")
+                   + f"; optimizer: {self.engine.optimizer_name}")
         if self.resume_from:
             self._restore(ckpt.load_state(self.resume_from, self.rank))
         self.tracker = build_tracker(c(cfg.logger), c(cfg), self.out_dir, self.step if self.resume_from else None, self.rank)
 
     # ------------------------------------------------------------------------------------------ setup
-    def _build_engine(self, optim: dict[str, Any], model_cfg: dict[str, Any]):
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.engine.module
+
+    @property
+    def ref_model(self):
+        return self.actor.ref_model
+
+    def _build_engine(self, model, optim: dict[str, Any]):
         total = self.trainer_cfg["max_steps"]
         if not self.distributed:
-            return TorchEngine(self.model, optim, total)
-        bf16 = pick_dtype(model_cfg.get("dtype", "auto"), self.device) == torch.bfloat16
-        return DeepSpeedEngine(self.model, optim, total, deepspeed_config(self.trainer_cfg, self.algo, optim, self.world, bf16))
+            return TorchEngine(model, optim, total)
+        ds = deepspeed_config(self.trainer_cfg, self.algo, optim, self.world, self.precision.weights)
+        return DeepSpeedEngine(model, optim, total, ds)
 
-    def _load_reference(self, model_cfg: dict[str, Any]):
-        """The frozen initial policy for the KL term (always the config's model, also after resume);
-        partitioned over the ranks under ZeRO-3, a full copy per rank otherwise."""
-        ref = load_model({**model_cfg, "gradient_checkpointing": False}, self.device)
+    def _load_reference(self, model_cfg: dict[str, Any], dtype: torch.dtype):
+        """The frozen initial policy for the KL term (always the config's model, also after resume), in
+        the compute dtype; partitioned over the ranks under ZeRO-3, a full copy per rank otherwise."""
+        ref = load_model({**model_cfg, "gradient_checkpointing": False}, self.device, dtype=dtype)
         ref.eval().requires_grad_(False)
         if isinstance(self.engine, DeepSpeedEngine) and self.engine.zero_stage == 3:
             ref = zero3_reference(ref, self.engine.config)
@@ -144,11 +151,10 @@ class GRPOTrainer:
         # 1. data: the same global batch on every rank, each rank takes its own prompts (whole groups)
         prompts = self.sampler.next_batch(self.rollout_cfg["prompts_per_step"])[self.rank :: self.world]
         # 2. rollout: G samples per prompt
-        with self._gathered_params():
+        with self.actor.sampling() as policy:
             rollouts = generate_rollouts(
-                self.model, self.tokenizer, prompts, self.algo["group_size"], self.rollout_cfg["max_new_tokens"],
-                self.rollout_cfg["temperature"], self.rollout_cfg["top_p"], self.rollout_cfg["batch_size"],
-                self.rollout_cfg.get("max_prompt_len"),
+                policy, self.tokenizer, prompts, self.algo["group_size"], self.rollout_cfg["max_new_tokens"],
+                self.rollout_cfg["temperature"], self.rollout_cfg["top_p"], self.rollout_cfg["batch_size"], stop=self.stop,
             )
         t_gen = time.perf_counter() - t0
         # 3. reward: verify each response's final answer
@@ -161,14 +167,14 @@ class GRPOTrainer:
         if ddp.all_sum(float(keep.sum())) > 0:
             batch = self._train_batch(rollouts, scores, adv, keep)
             # 5. old log-probs and the token statistics the method asked for (rollout policy, no grad)
-            batch.token = self._score(batch)
+            batch.token = self.score(batch)
             metrics.update(self._dynamics(batch))
             # 6. method: batch-scope statistics (quantiles, top-k, anchors) over the whole train batch
             ctx = StepContext(step=step, total_steps=self.trainer_cfg["max_steps"], seed=self.cfg.seed,
                               gather=ddp.gather_1d, world_size=self.world, rank=self.rank)
             metrics.update({f"method/{self.method.name}/{k}": v for k, v in self.method.prepare(batch, ctx).items()})
             # 7. loss + optimizer steps over mini-/micro-batches
-            metrics.update(self._update(batch, step))
+            metrics.update(self.update(batch, step))
         else:
             metrics["train/skipped_no_signal"] = 1.0
         self.step = step
@@ -179,25 +185,23 @@ class GRPOTrainer:
 
     def _train_batch(self, rollouts, scores, adv, keep) -> TrainBatch:
         """The kept responses with token-level advantages. A rank whose groups were all filtered keeps
-        one response with its mask zeroed, so it still takes part in every collective of the update."""
-        empty = not keep.any()
-        if empty:
-            keep = torch.zeros_like(keep).index_fill_(0, torch.tensor([0]), True)
-        kept = rollouts.select(keep)
-        if empty:
-            kept.response_mask = torch.zeros_like(kept.response_mask)
-        return TrainBatch(kept, scores[keep], adv[keep, None] * kept.response_mask)
+        a dummy row (mask zeroed), so it still takes part in every collective of the update."""
+        full = TrainBatch(rollouts, scores, adv[:, None] * rollouts.response_mask)
+        return rows(full, keep.nonzero(as_tuple=True)[0])
 
-    def _gathered_params(self):
-        """Under ZeRO-3, generation runs with the full weights gathered on every rank (memory: one full
-        copy of the policy per GPU during rollout); elsewhere a no-op."""
-        import contextlib
+    def score(self, batch: TrainBatch) -> dict[str, torch.Tensor]:
+        """Old log-probs + entropy (+ reference log-probs + the method's rollout statistics), no grad."""
+        needs = self.method.needs
+        token = self.actor.score(batch, ["logprobs", "entropy", *needs.rollout], needs.fns)
+        token["old_logprobs"] = token.pop("logprobs")
+        return token
 
-        if isinstance(self.engine, DeepSpeedEngine) and self.engine.zero_stage == 3:
-            import deepspeed
-
-            return deepspeed.zero.GatheredParameters(list(self.model.parameters()), modifier_rank=None)
-        return contextlib.nullcontext()
+    def update(self, batch: TrainBatch, step: int) -> dict[str, float]:
+        """PPO epochs x mini-batches x micro-batches of ``_micro_loss`` (the actor runs them)."""
+        metrics, skipped = self.actor.update(batch, self.algo["mini_batch_size"], self.algo["ppo_epochs"],
+                                             lambda mb, where, totals: self._micro_loss(mb, step, where, totals))
+        self.bad_streak = self.bad_streak + 1 if skipped else 0
+        return metrics
 
     def _rollout_metrics(self, rollouts, grades, scores, keep, t_gen) -> dict[str, float]:
         lengths = rollouts.response_mask.sum(-1).float()
@@ -215,49 +219,6 @@ class GRPOTrainer:
             "perf/gen_tokens_per_s": float(lengths.sum()) / max(t_gen, 1e-9),
         }
 
-    @torch.no_grad()
-    def _score(self, batch: TrainBatch) -> dict[str, torch.Tensor]:
-        """Old log-probs + entropy (+ reference log-probs + the method's rollout statistics), chunked."""
-        needs = self.method.needs
-        names = ["logprobs", "entropy", *needs.rollout]
-        out: dict[str, list[torch.Tensor]] = {}
-        t = batch.response_mask.shape[1]
-        for idx in self._micro_splits(len(batch)):
-            if idx.numel() == 0:  # this rank has fewer rows: a dummy pass keeps ZeRO-3 collectives in step
-                dummy = _rows(batch, torch.tensor([0])).rollouts
-                for model in (self.model, self.ref_model):
-                    if model is not None:
-                        self._token_stats(model, dummy, ["logprobs"], (), {})
-                continue
-            ro = _rows(batch, idx).rollouts
-            stats = self._token_stats(self.model, ro, names, (), needs.fns)
-            if self.ref_model is not None:
-                stats["ref_logprobs"] = self._token_stats(self.ref_model, ro, ["logprobs"], (), {})["logprobs"]
-            for k, v in stats.items():
-                out.setdefault(k, []).append(torch.nn.functional.pad(v, (0, t - v.shape[1])).cpu())
-        token = {k: torch.cat(v) for k, v in out.items()}
-        token["old_logprobs"] = token.pop("logprobs")
-        return token
-
-    def _micro_splits(self, n_local: int) -> list[torch.Tensor]:
-        """Row indices per micro-batch; every rank gets the same number of micro-batches (some empty)."""
-        n_micro = ddp.all_max(math.ceil(n_local / self.algo["micro_batch_size"]))
-        parts = _split(n_local, self.algo["micro_batch_size"])
-        return parts + [torch.arange(0)] * (n_micro - len(parts))
-
-    def _token_stats(self, model, ro, names, grad_names, fns):
-        chunk = self.trainer_cfg.get("logprob_chunk_size", 1024)
-        ckpt_logits = self.trainer_cfg.get("checkpoint_logits", "auto")
-        if ckpt_logits == "auto":
-            ckpt_logits = model.config.vocab_size >= 32_000
-        # same number of LM-head calls on every rank (ZeRO-3 gathers the head's weights per call)
-        min_chunks = ddp.all_max(math.ceil(int(ro.response_mask.sum()) / chunk)) if self.world > 1 else 0
-        return policy_token_stats(
-            model, ro.input_ids.to(self.device), ro.attention_mask.to(self.device), ro.response_mask.to(self.device),
-            ro.prompt_len, self.rollout_cfg["temperature"] or 1.0, names, grad_names, fns, chunk, bool(ckpt_logits),
-            min_chunks,
-        )
-
     def _dynamics(self, batch: TrainBatch) -> dict[str, float]:
         m = entropy_dynamics(batch.old_logprobs, batch.token["entropy"], batch.advantages, batch.response_mask)
         if self.prev_entropy is not None and "actor/entropy" in m:
@@ -265,71 +226,12 @@ class GRPOTrainer:
         self.prev_entropy = m.get("actor/entropy", self.prev_entropy)
         return m
 
-    # ------------------------------------------------------------------------------------------ update
-    def _update(self, batch: TrainBatch, step: int) -> dict[str, float]:
-        """PPO epochs over mini-batches (one optimizer step each) of micro-batches (grad accumulation).
-
-        A mini-batch is ``algo.mini_batch_size`` responses of the global batch: each rank takes the same
-        share of its local rows. Normalisers are the global mini-batch totals (tokens / sequences,
-        summed over ranks), so the accumulated gradient equals that of the whole mini-batch in one piece
-        whatever the micro-batch size or the number of ranks.
-        """
-        sums: dict[str, float] = {}
-        n_local = len(batch)
-        n_mini = max(1, math.ceil(ddp.all_sum(n_local) / self.algo["mini_batch_size"]))
-        skipped = 0
-        for epoch in range(self.algo["ppo_epochs"]):
-            for mb_i, mb_idx in enumerate(torch.tensor_split(torch.arange(n_local), n_mini)):
-                mini = _rows(batch, mb_idx if mb_idx.numel() else torch.tensor([0]))
-                if not mb_idx.numel():
-                    mini.rollouts.response_mask = torch.zeros_like(mini.rollouts.response_mask)
-                finite = self._minibatch_backward(mini, step, (epoch, mb_i), sums)
-                grad_norm = self.engine.step() if finite else self.engine.skip_step()
-                if not math.isfinite(grad_norm):
-                    skipped += 1
-                else:
-                    sums["optim/grad_norm"] = sums.get("optim/grad_norm", 0.0) + grad_norm
-        n_steps = self.algo["ppo_epochs"] * n_mini
-        # loss terms are this rank's shares of each mini-batch loss: summed per mini-batch, scaled by the
-        # world size so the mean over ranks (the metric reduction) is their sum; the rest are means
-        out = {k: v / n_steps * self.world for k, v in sums.items() if k.startswith("loss/")}
-        out.update({k: v / max(1, sums["#micro"]) for k, v in sums.items() if not k.startswith(("loss/", "#", "optim/"))})
-        if skipped < n_steps and "optim/grad_norm" in sums:
-            out["optim/grad_norm"] = sums["optim/grad_norm"] / (n_steps - skipped)
-        out["train/nonfinite_skipped"] = float(skipped)
-        self.bad_streak = self.bad_streak + 1 if skipped else 0
-        return out
-
-    def _minibatch_backward(self, mini: TrainBatch, step: int, where: tuple[int, int], sums: dict[str, float]) -> bool:
-        """Accumulate the gradients of one mini-batch. Returns False if a loss was non-finite (on any
-        rank): that micro-batch contributes a zero gradient and the optimizer step is then skipped."""
-        pg_mask = mini.method.get("loss_mask", mini.response_mask)
-        totals = tuple(ddp.all_sum(x) for x in (
-            pg_mask.sum(), (pg_mask.sum(-1) > 0).sum(), mini.response_mask.sum(), (mini.response_mask.sum(-1) > 0).sum()))
-        finite = True
-        splits = self._micro_splits(len(mini))
-        for mi, idx in enumerate(splits):
-            micro = _rows(mini, idx if idx.numel() else torch.tensor([0]))
-            if not idx.numel():  # dummy micro-batch: contributes nothing, keeps ranks in step
-                micro.rollouts.response_mask = torch.zeros_like(micro.rollouts.response_mask)
-            loss, m = self._micro_loss(micro, step, (*where, mi), totals)
-            if not torch.isfinite(loss):
-                finite = False
-                loss = loss.nan_to_num(0.0, 0.0, 0.0) * 0.0
-            # DeepSpeed averages gradients over ranks; the loss is already a global share: undo the mean
-            self.engine.backward(loss * self.world, last=mi == len(splits) - 1)
-            if idx.numel():
-                for k, v in m.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                sums["#micro"] = sums.get("#micro", 0.0) + 1
-        return ddp.all_sum(0.0 if finite else 1.0) == 0
-
-    def _micro_loss(self, mb: TrainBatch, step: int, where: tuple[int, int, int], totals) -> tuple[torch.Tensor, dict[str, float]]:
+    # ------------------------------------------------------------------------------------------ loss
+    def _micro_loss(self, mb: TrainBatch, step: int, where: tuple[int, int, int], totals: Totals) -> tuple[torch.Tensor, dict[str, float]]:
         """Loss of one micro-batch: the shared clipped objective, changed only through MethodOutput."""
-        pg_tokens, pg_seqs, all_tokens, all_seqs = totals
+        pg_tokens, pg_seqs, all_tokens, all_seqs = totals.pg_tokens, totals.pg_seqs, totals.tokens, totals.seqs
         needs = self.method.needs
-        self.engine.before_forward()
-        stats = self._token_stats(self.model, mb.rollouts, ["logprobs", *needs.update], ["logprobs", *needs.update_grad], needs.fns)
+        stats = self.actor.forward(mb.rollouts, ["logprobs", *needs.update], ["logprobs", *needs.update_grad], needs.fns)
         mask = mb.response_mask.to(self.device).float()
         lp = stats.pop("logprobs")
         old, adv = mb.old_logprobs.to(self.device), mb.advantages.to(self.device)
@@ -374,9 +276,10 @@ class GRPOTrainer:
         """Sampled accuracy on the held-out split (the same code as ``rlvr eval``); ranks split the
         problems and average."""
         v = self.cfg.val
-        with self._gathered_params():
-            samples = sample_and_grade(self.model, self.tokenizer, self.test_prompts[self.rank :: self.world], self.grader,
-                                       v.n, v.temperature, v.top_p, v.max_new_tokens, self.rollout_cfg["batch_size"])
+        with self.actor.sampling() as policy:
+            samples = sample_and_grade(policy, self.tokenizer, self.test_prompts[self.rank :: self.world], self.grader,
+                                       v.n, v.temperature, v.top_p, v.max_new_tokens, self.rollout_cfg["batch_size"],
+                                       stop=self.stop)
         name = self.cfg.data.name
         return ddp.mean_metrics({f"val/{name}/{k}": val for k, val in summarize_samples(samples, v.n).items()})
 

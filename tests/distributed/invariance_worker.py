@@ -22,21 +22,21 @@ def main(out_file: str, *overrides: str) -> None:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="train", overrides=list(overrides))
     trainer = GRPOTrainer(cfg, out_file + ".run")
-    with trainer._gathered_params():
+    with trainer.actor.sampling():
         init = {k: v.detach().clone().float() for k, v in trainer.model.state_dict().items()}
     rank, world = ddp.rank(), ddp.world_size()
     torch.manual_seed(1234)  # identical global batch on every rank
     prompts = trainer.sampler.next_batch(cfg.rollout.prompts_per_step)
     group = cfg.algo.group_size
-    with trainer._gathered_params():  # ZeRO-3: full weights for generation, as the loop does
+    with trainer.actor.sampling():  # ZeRO-3: full weights for generation, as the loop does
         ro = generate_rollouts(trainer.model, trainer.tokenizer, prompts, group, cfg.rollout.max_new_tokens)
     scores = torch.tensor([float((i * 7) % 3 == 0) for i in range(len(ro.texts))])  # fixed, mixed rewards
     adv = grpo_advantages(scores, ro.group_ids)
     mine = torch.isin(ro.group_ids, torch.arange(rank, len(prompts), world))  # this rank's prompts (whole groups)
     local = ro.select(mine)
     batch = trainer._train_batch(local, scores[mine], adv[mine], torch.ones(int(mine.sum()), dtype=torch.bool))
-    batch.token = trainer._score(batch)
-    metrics = ddp.mean_metrics(trainer._update(batch, 1))
+    batch.token = trainer.score(batch)
+    metrics = ddp.mean_metrics(trainer.update(batch, 1))
     if trainer.engine.__class__.__name__ == "DeepSpeedEngine" and trainer.engine.zero_stage == 3:
         weights = trainer.engine.full_state_dict()
     else:

@@ -50,13 +50,18 @@ def test_two_ranks_equal_one_process(tmp_path, stage):
     assert moved > 1e-4  # the update really moved the weights, so equality means something
 
 
-@pytest.mark.parametrize("stage", [2, 3])
-def test_rlvr_train_launches_two_ranks_and_exports_hf(tmp_path, stage):
+@pytest.mark.parametrize("trainer,port", [("zero2", 29612), ("zero3", 29613), ("zero2_offload", 29614),
+                                          ("zero3_offload", 29615)])
+def test_rlvr_train_launches_two_ranks_and_exports_hf(tmp_path, trainer, port):
+    """Also ZeRO-Offload: DeepSpeed refuses a client torch AdamW there, so the optimizer is DeepSpeed's
+    CPU Adam (its op is compiled once and cached)."""
     out = tmp_path / "run"
-    r = subprocess.run([sys.executable, "-m", "rlvr_cli.cli", "train", *TINY, f"trainer=zero{stage}", "trainer.gpus=2",
-                        "trainer.device=cpu", f"trainer.master_port={29610 + stage}", f"out_dir={out}"],
-                       env=ENV, capture_output=True, text=True, timeout=600)
+    r = subprocess.run([sys.executable, "-m", "rlvr_cli.cli", "train", *TINY, f"trainer={trainer}", "trainer.gpus=2",
+                        "trainer.device=cpu", f"trainer.master_port={port}", f"out_dir={out}"],
+                       env=ENV, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
+    if "offload" in trainer:
+        assert "optimizer: DeepSpeedCPUAdam" in r.stdout
     assert "launching:" in r.stdout and "torch.distributed.run" in r.stdout
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows] == [1, 2]  # rank 0 alone writes

@@ -114,7 +114,8 @@ def test_gamma_zero_reproduces_rl_sampling_token_for_token(models, temperature, 
 def test_gamma_zero_equals_hf_generate_with_the_same_seed(models, temperature, top_p):
     """(a) torch's multinomial draws one sample as argmax(p / E), E ~ Exp(1): the same noise as this loop's
     Gumbel-max, so with γ = 0 the tokens equal HF ``generate`` sampling from π_RL alone, seed for seed."""
-    from rlvr_cli.rollout.generate import response_mask_from_ids, sampling_kwargs
+    from rlvr_cli.rollout.generate import sampling_kwargs
+    from rlvr_cli.rollout.stopping import StopCriteria, response_mask
 
     rl, base = models
     ids, mask = prompts()
@@ -123,7 +124,7 @@ def test_gamma_zero_equals_hf_generate_with_the_same_seed(models, temperature, t
     torch.manual_seed(5)
     hf = rl.generate(input_ids=ids, attention_mask=mask, generation_config=gen_cfg)
     hf = hf[:, ids.shape[1]:]
-    hf_mask, _ = response_mask_from_ids(hf, eos, PAD)
+    hf_mask, _ = response_mask(hf, StopCriteria(tuple(eos)))
     torch.manual_seed(5)
     ours = lockstep_sample(rl, base, ids, mask, max_new_tokens=12, eos_ids=eos, pad_id=PAD, temperature=temperature,
                            top_p=top_p, cfg=ExtrapolateConfig(gamma=0.0, tau=0.0))

@@ -33,3 +33,26 @@ def test_rollouts_are_prompt_major_with_masks_up_to_eos():
         assert cut == (int(row[n - 1]) not in eos)  # a finished response ends at its first EOS
     # the mask is a prefix: once 0 it stays 0
     assert bool((ro.response_mask[:, 1:] <= ro.response_mask[:, :-1]).all())
+
+
+def test_the_models_own_generation_config_never_changes_sampling():
+    """A checkpoint's generation_config.json that sets every sampling knob (Qwen ships
+    repetition_penalty and top_k; others min_p, no_repeat_ngram_size, suppressed tokens) must not
+    reach sampling: the samples are those of plain temperature-1 sampling, seed for seed, and the
+    model keeps its config afterwards."""
+    from transformers import GenerationConfig
+
+    tok = load_tokenizer({"path": "builtin:tiny_arith"})
+    plain, loaded = tiny_qwen2(vocab=len(tok), hidden=32), tiny_qwen2(vocab=len(tok), hidden=32)
+    own = GenerationConfig(do_sample=True, temperature=0.05, top_k=1, top_p=0.01, min_p=0.9, typical_p=0.1,
+                           repetition_penalty=50.0, no_repeat_ngram_size=1, suppress_tokens=list(range(10, 200)),
+                           min_new_tokens=8, epsilon_cutoff=0.2, bad_words_ids=[[5]])
+    loaded.generation_config = own
+    prompts = [Prompt("p", "x", "1", "Start with 3.")]
+    torch.manual_seed(0)
+    a = generate_rollouts(plain, tok, prompts, group_size=64, max_new_tokens=8)
+    torch.manual_seed(0)
+    b = generate_rollouts(loaded, tok, prompts, group_size=64, max_new_tokens=8)
+    assert torch.equal(a.responses, b.responses) and torch.equal(a.response_mask, b.response_mask)
+    assert b.responses[:, 0].unique().numel() > 20  # really sampled, not near-greedy
+    assert loaded.generation_config is own

@@ -49,13 +49,14 @@ def _fixed_batch(trainer):
     prompts = trainer.sampler.next_batch(4)
     from rlvr_cli.rollout import generate_rollouts
 
-    ro = generate_rollouts(trainer.model, trainer.tokenizer, prompts, 4, 40)
+    with trainer.actor.sampling() as policy:  # eval mode, compute precision, as the loop samples
+        ro = generate_rollouts(policy, trainer.tokenizer, prompts, 4, 40)
     scores = torch.tensor([float(i % 3 == 0) for i in range(len(ro.texts))])
     from rlvr_cli.advantages import grpo_advantages
 
     adv = grpo_advantages(scores, ro.group_ids)
     batch = trainer._train_batch(ro, scores, adv, torch.ones_like(scores, dtype=torch.bool))
-    batch.token = trainer._score(batch)
+    batch.token = trainer.score(batch)
     return batch
 
 
@@ -73,7 +74,7 @@ def test_gradient_accumulation_invariance(tmp_path, mode):
         trainer = GRPOTrainer(cfg, tmp_path / f"m{micro}")
         init = [p.detach().clone() for p in trainer.model.parameters()]
         batch = _fixed_batch(trainer)
-        m = trainer._update(batch, 1)
+        m = trainer.update(batch, 1)
         results.append((m["loss/pg"], [p.detach().clone() for p in trainer.model.parameters()]))
         trainer.close()
     (loss_a, w_a), (loss_b, w_b) = results

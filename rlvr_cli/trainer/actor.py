@@ -1,0 +1,195 @@
+"""The actor: the policy under training and how it is run, beneath ``train_step``.
+
+One owner for what sampling, scoring and the update share:
+- **modes**: eval mode (no dropout, no gradient checkpointing) for sampling and no-grad scoring,
+  train mode for every gradient forward, so ``model.gradient_checkpointing`` really recomputes
+  activations in backward (HF checkpoints only in train mode);
+- **precision**: the forwards run under the engine's ``Precision`` (bf16 autocast over fp32 master
+  weights on one GPU; DeepSpeed's own bf16 mode otherwise);
+- **micro-batching** with the same number of micro-batches on every rank, and **dummy rows** (one
+  row, mask zeroed) where a rank has none, so ZeRO-3's collectives stay in step;
+- **global normalisers**: each mini-batch's token / sequence totals summed over ranks, so the
+  accumulated gradient is that of the whole mini-batch whatever the micro-batch size or rank count;
+- **ZeRO-3 sampling**: the full weights gathered while generating.
+
+The loop gives ``update`` a loss function for one micro-batch (the clipped objective with the
+method's terms); everything else about running the model lives here.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from rlvr_cli import dist as ddp
+from rlvr_cli.rollout import policy_token_stats
+from rlvr_cli.trainer.precision import Precision
+from rlvr_cli.types import Rollouts, TrainBatch
+
+
+def rows(batch: TrainBatch, idx: torch.Tensor) -> TrainBatch:
+    """Rows ``idx`` of the batch, response length trimmed to their longest response. An empty ``idx``
+    gives a dummy: row 0 with its response mask zeroed (it contributes nothing to any loss or
+    normaliser, but its forward keeps every rank's collectives in step)."""
+    dummy = idx.numel() == 0
+    idx = torch.tensor([0]) if dummy else idx
+    ro = batch.rollouts.select(torch.zeros(len(batch), dtype=torch.bool).index_fill_(0, idx, True))
+    if dummy:
+        ro.response_mask = torch.zeros_like(ro.response_mask)
+    t = max(1, int(ro.response_mask.sum(-1).max()))
+    p = ro.prompt_len
+    ro.input_ids, ro.attention_mask, ro.response_mask = ro.input_ids[:, : p + t], ro.attention_mask[:, : p + t], ro.response_mask[:, :t]
+    return TrainBatch(
+        rollouts=ro, scores=batch.scores[idx], advantages=batch.advantages[idx, :t] * ro.response_mask,
+        token={k: v[idx, :t] for k, v in batch.token.items()},
+        method={k: v[idx, :t] for k, v in batch.method.items()},
+    )
+
+
+def split_rows(n: int, size: int) -> list[torch.Tensor]:
+    return [torch.arange(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+@dataclass(frozen=True)
+class Totals:
+    """A mini-batch's global normalisers (summed over ranks)."""
+
+    pg_tokens: float  # tokens in the policy-gradient mask (a method may narrow it: ``loss_mask``)
+    pg_seqs: float  # responses with at least one such token
+    tokens: float  # valid response tokens
+    seqs: float  # non-empty responses
+
+
+# (micro-batch, (epoch, mini-batch, micro-batch), its mini-batch's totals) -> (loss, scalar metrics)
+MicroLoss = Callable[[TrainBatch, tuple[int, int, int], Totals], tuple[torch.Tensor, dict[str, float]]]
+
+
+class Actor:
+    """The policy (``engine.module``), its optimizer engine, the optional frozen reference model."""
+
+    def __init__(self, engine, precision: Precision, device: torch.device, micro_batch_size: int,
+                 temperature: float, chunk_size: int = 1024, checkpoint_logits: Any = "auto", ref_model=None,
+                 zero3: bool = False):
+        self.engine, self.precision, self.device = engine, precision, device
+        self.micro_batch_size, self.temperature = int(micro_batch_size), float(temperature or 1.0)
+        self.chunk_size, self.checkpoint_logits = int(chunk_size), checkpoint_logits
+        self.ref_model, self.zero3 = ref_model, zero3
+        self.world = ddp.world_size()
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.engine.module
+
+    # ---------------------------------------------------------------------------- sampling / scoring
+    @contextlib.contextmanager
+    def sampling(self):
+        """Eval mode, no grad, the compute precision, and under ZeRO-3 the full weights gathered on
+        every rank (memory: one full copy of the policy per GPU while sampling)."""
+        self.model.eval()
+        gather = contextlib.nullcontext()
+        if self.zero3:
+            import deepspeed
+
+            gather = deepspeed.zero.GatheredParameters(list(self.model.parameters()), modifier_rank=None)
+        with gather, torch.no_grad(), self.precision.autocast():
+            yield self.model
+
+    def micro_splits(self, n_local: int) -> list[torch.Tensor]:
+        """Row indices per micro-batch; every rank gets the same number of micro-batches (some empty)."""
+        n_micro = ddp.all_max(math.ceil(n_local / self.micro_batch_size))
+        parts = split_rows(n_local, self.micro_batch_size)
+        return parts + [torch.arange(0)] * (n_micro - len(parts))
+
+    def _token_stats(self, model, ro: Rollouts, names, grad_names=(), fns=None) -> dict[str, torch.Tensor]:
+        ckpt_logits = self.checkpoint_logits
+        if ckpt_logits == "auto":
+            ckpt_logits = model.config.vocab_size >= 32_000
+        # same number of LM-head calls on every rank (ZeRO-3 gathers the head's weights per call)
+        min_chunks = ddp.all_max(math.ceil(int(ro.response_mask.sum()) / self.chunk_size)) if self.world > 1 else 0
+        with self.precision.autocast():
+            return policy_token_stats(
+                model, ro.input_ids.to(self.device), ro.attention_mask.to(self.device), ro.response_mask.to(self.device),
+                ro.prompt_len, self.temperature, names, grad_names, fns or {}, self.chunk_size, bool(ckpt_logits), min_chunks,
+            )
+
+    @torch.no_grad()
+    def score(self, batch: TrainBatch, names: list[str], fns: dict | None = None) -> dict[str, torch.Tensor]:
+        """Token statistics of the current weights on the batch (eval mode, no grad, chunked), plus
+        ``ref_logprobs`` when there is a reference model. {name: [N, T] float32, on the CPU}."""
+        self.model.eval()
+        out: dict[str, list[torch.Tensor]] = {}
+        t = batch.response_mask.shape[1]
+        for idx in self.micro_splits(len(batch)):
+            ro = rows(batch, idx).rollouts  # a dummy where this rank has fewer micro-batches
+            stats = self._token_stats(self.model, ro, names if idx.numel() else ["logprobs"], (), fns)
+            if self.ref_model is not None:
+                stats["ref_logprobs"] = self._token_stats(self.ref_model, ro, ["logprobs"])["logprobs"]
+            if not idx.numel():
+                continue
+            for k, v in stats.items():
+                out.setdefault(k, []).append(torch.nn.functional.pad(v, (0, t - v.shape[1])).cpu())
+        return {k: torch.cat(v) for k, v in out.items()}
+
+    def forward(self, ro: Rollouts, names: list[str], grad_names: list[str], fns: dict | None = None) -> dict[str, torch.Tensor]:
+        """A gradient forward: train mode (gradient checkpointing active if enabled), compute precision."""
+        self.engine.before_forward()
+        self.model.train()
+        return self._token_stats(self.model, ro, names, grad_names, fns)
+
+    # ---------------------------------------------------------------------------------------- update
+    def totals(self, mini: TrainBatch) -> Totals:
+        pg_mask = mini.method.get("loss_mask", mini.response_mask)
+        return Totals(*(ddp.all_sum(x) for x in (
+            pg_mask.sum(), (pg_mask.sum(-1) > 0).sum(), mini.response_mask.sum(), (mini.response_mask.sum(-1) > 0).sum())))
+
+    def update(self, batch: TrainBatch, mini_batch_size: int, ppo_epochs: int, loss_fn: MicroLoss) -> tuple[dict[str, float], int]:
+        """PPO epochs over mini-batches (one optimizer step each) of micro-batches (grad accumulation).
+
+        A mini-batch is ``mini_batch_size`` responses of the global batch: each rank takes the same
+        share of its local rows. Returns (metrics, optimizer steps skipped for a non-finite loss or
+        gradient). Loss metrics are per mini-batch sums, the rest means over micro-batches.
+        """
+        sums: dict[str, float] = {}
+        n_local = len(batch)
+        n_mini = max(1, math.ceil(ddp.all_sum(n_local) / mini_batch_size))
+        skipped = 0
+        for epoch in range(ppo_epochs):
+            for mb_i, mb_idx in enumerate(torch.tensor_split(torch.arange(n_local), n_mini)):
+                finite = self._accumulate(rows(batch, mb_idx), (epoch, mb_i), loss_fn, sums)
+                grad_norm = self.engine.step() if finite else self.engine.skip_step()
+                if not math.isfinite(grad_norm):
+                    skipped += 1
+                else:
+                    sums["optim/grad_norm"] = sums.get("optim/grad_norm", 0.0) + grad_norm
+        n_steps = ppo_epochs * n_mini
+        # loss terms are this rank's shares of each mini-batch loss: summed per mini-batch, scaled by the
+        # world size so the mean over ranks (the metric reduction) is their sum; the rest are means
+        out = {k: v / n_steps * self.world for k, v in sums.items() if k.startswith("loss/")}
+        out.update({k: v / max(1, sums.get("#micro", 0)) for k, v in sums.items() if not k.startswith(("loss/", "#", "optim/"))})
+        if skipped < n_steps and "optim/grad_norm" in sums:
+            out["optim/grad_norm"] = sums["optim/grad_norm"] / (n_steps - skipped)
+        out["train/nonfinite_skipped"] = float(skipped)
+        return out, skipped
+
+    def _accumulate(self, mini: TrainBatch, where: tuple[int, int], loss_fn: MicroLoss, sums: dict[str, float]) -> bool:
+        """Accumulate the gradients of one mini-batch. Returns False if a loss was non-finite (on any
+        rank): that micro-batch contributes a zero gradient and the optimizer step is then skipped."""
+        totals = self.totals(mini)
+        finite = True
+        splits = self.micro_splits(len(mini))
+        for mi, idx in enumerate(splits):
+            loss, m = loss_fn(rows(mini, idx), (*where, mi), totals)
+            if not torch.isfinite(loss):
+                finite = False
+                loss = loss.nan_to_num(0.0, 0.0, 0.0) * 0.0
+            # DeepSpeed averages gradients over ranks; the loss is already a global share: undo the mean
+            self.engine.backward(loss * self.world, last=mi == len(splits) - 1)
+            if idx.numel():
+                for k, v in m.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                sums["#micro"] = sums.get("#micro", 0.0) + 1
+        return ddp.all_sum(0.0 if finite else 1.0) == 0
