@@ -26,7 +26,7 @@ import torch
 
 from rlvr_cli.losses import ClipSpec, clipped_token_loss
 from rlvr_cli.methods.base import Method, MethodConfig, StepContext, register_method
-from rlvr_cli.methods.covariance import token_covariance
+from rlvr_cli.stats import batch_covariance, token_covariance
 from rlvr_cli.methods.schedule import Schedule, select_count
 from rlvr_cli.types import MethodOutput, PolicyBatch, TrainBatch
 
@@ -67,21 +67,6 @@ def select_by_priority(
 def clip_cov_weights(selected: torch.Tensor) -> torch.Tensor:
     """Token weights: 0 on the selected tokens (value and gradient 0), 1 elsewhere. bool [n, T] -> [n, T]."""
     return 1.0 - selected.float()
-
-
-def batch_covariance(
-    logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
-    gather: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
-) -> torch.Tensor:
-    """C = (A − Ā)(lp − l̄) (Cui et al. §4) with Ā, l̄ the means over the valid tokens of *every* rank
-    (``covariance.token_covariance`` on one rank). Shared with KL-Cov. [N, T] -> [N, T], 0 on padding."""
-    m = mask.bool()
-    lp = logprobs.detach().float()
-    sums = gather(torch.stack([torch.where(m, advantages.float(), 0).sum(), torch.where(m, lp, 0).sum(),
-                               m.sum().float()]))  # [3·world]
-    a_sum, l_sum, n = sums.view(-1, 3).sum(0)
-    n = n.clamp(min=1)
-    return torch.where(m, (advantages - a_sum / n) * (lp - l_sum / n), torch.zeros_like(lp))
 
 
 def draw_seed(*parts: int) -> int:

@@ -19,24 +19,11 @@ from typing import Any
 import torch
 
 from rlvr_cli.methods.base import Method, MethodConfig, StepContext, TokenNeeds, register_method
+from rlvr_cli.stats import quantile_1d
 from rlvr_cli.types import MethodOutput, PolicyBatch, TrainBatch
 
 SCOPES = ("batch", "micro_batch")
 KEEP_KEY = "high_entropy_keep"
-
-
-def quantile_1d(x: torch.Tensor, q: float) -> torch.Tensor:
-    """q-quantile of a 1-D tensor with linear interpolation (= ``torch.quantile``), for any size:
-    ``torch.quantile`` refuses inputs above 2^24 elements, ``kthvalue`` does not. [M] -> scalar."""
-    n = x.numel()
-    if n == 0:
-        return x.new_tensor(float("nan"))
-    pos = q * (n - 1)
-    lo = int(pos)  # floor for q >= 0
-    hi = min(lo + 1, n - 1)
-    v_lo = torch.kthvalue(x.float(), lo + 1).values
-    v_hi = torch.kthvalue(x.float(), hi + 1).values if hi != lo else v_lo
-    return v_lo + (pos - lo) * (v_hi - v_lo)
 
 
 def high_entropy_mask(

@@ -28,8 +28,7 @@ from typing import Any
 import torch
 
 from rlvr_cli.methods.base import Method, MethodConfig, StepContext, register_method
-from rlvr_cli.methods.clip_cov import batch_covariance
-from rlvr_cli.methods.covariance import token_covariance
+from rlvr_cli.stats import batch_covariance, token_covariance
 from rlvr_cli.methods.schedule import Schedule, select_count
 from rlvr_cli.types import MethodOutput, PolicyBatch, TrainBatch
 

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from rlvr_cli.methods.base import Method, MethodConfig, StepContext, TokenNeeds, register_method
-from rlvr_cli.methods.high_entropy import quantile_1d
+from rlvr_cli.stats import quantile_1d
 from rlvr_cli.types import MethodOutput, PolicyBatch, TrainBatch
 
 ENTROPY = "siren_topp_entropy"

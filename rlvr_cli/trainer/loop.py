@@ -21,7 +21,7 @@ from rlvr_cli.errors import UserError
 from rlvr_cli.eval import sample_and_grade, summarize_samples
 from rlvr_cli.losses import ClipSpec, agg_loss, clipped_token_loss, kl_penalty, masked_mean
 from rlvr_cli.methods import StepContext, build_method
-from rlvr_cli.methods.covariance import entropy_dynamics
+from rlvr_cli.stats import entropy_dynamics
 from rlvr_cli.models import load_model, load_tokenizer, pick_device, pick_dtype
 from rlvr_cli.progress import StepProgress
 from rlvr_cli.rewards import MathGrader

@@ -4,7 +4,7 @@ from rlvr_cli.losses import ClipSpec
 from rlvr_cli.methods.clip_cov import (
     DETACH_KEY, batch_covariance, clip_cov_candidates, clip_cov_weights, select_by_priority,
 )
-from rlvr_cli.methods.covariance import token_covariance
+from rlvr_cli.stats import token_covariance
 from tests.methods.test_registry import build_from_yaml, ctx, policy_batch, synthetic_batch
 
 # Two responses of 3 tokens, A = +2 / −2 (Ā = 0), old lp with l̄ = −12/6 = −2:

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from rlvr_cli.methods.high_entropy import KEEP_KEY, high_entropy_mask, quantile_1d
+from rlvr_cli.methods.high_entropy import KEEP_KEY, high_entropy_mask
+from rlvr_cli.stats import quantile_1d
 from tests.methods.test_registry import build_from_yaml, ctx, policy_batch, synthetic_batch
 
 
