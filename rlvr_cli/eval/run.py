@@ -354,8 +354,9 @@ def _header(cfg: DictConfig, model, base, model_cfg: dict[str, Any], device: tor
     return header
 
 
-def run_benchmark(bench: dict[str, Any], cfg: DictConfig, model, tokenizer, grader, base=None, xcfg=None):
-    """One benchmark: problems -> n samples each (progress bar) -> grades -> metrics. Returns (record, samples)."""
+def run_benchmark(bench: dict[str, Any], cfg: DictConfig, model, tokenizer, grader, base=None, xcfg=None, stop=None):
+    """One benchmark: problems -> n samples each (progress bar) -> grades -> metrics. Returns (record, samples).
+    ``stop``: where responses end (``rollout.stopping.StopCriteria``; default: the model's EOS)."""
     from rlvr_cli.rollout.extrapolate import generate_extrapolated
 
     ev, n = cfg.eval, int(cfg.eval.n)
@@ -376,7 +377,7 @@ def run_benchmark(bench: dict[str, Any], cfg: DictConfig, model, tokenizer, grad
 
         samples = sample_and_grade(model, tokenizer, prompts, grader, n, float(ev.temperature), float(ev.top_p),
                                    max_new, int(ev.batch_size), on_chunk=on_chunk, generate=generate,
-                                   max_prompt_len=ev.get("max_prompt_len"))
+                                   max_prompt_len=ev.get("max_prompt_len"), stop=stop)
     wall = time.time() - t0
     metrics = summarize_samples(samples, n)
     if base is not None:
@@ -394,6 +395,7 @@ def eval_main(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     from rlvr_cli.progress import console
     from rlvr_cli.rewards import MathGrader
     from rlvr_cli.rollout.extrapolate import ExtrapolateConfig
+    from rlvr_cli.rollout.stopping import resolve_stop
 
     t_start = time.time()
     # 1. what to evaluate, checked before any model is loaded
@@ -412,6 +414,8 @@ def eval_main(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     tokenizer = load_tokenizer(model_cfg)
     model = load_model(model_cfg, device).eval()
     base = _load_base(cfg, model_cfg, model, tokenizer, device).eval() if xcfg else None
+    stop = resolve_stop(model, tokenizer, [*(model_cfg.get("stop_tokens") or []), *(cfg.eval.get("stop_token_ids") or [])],
+                        cfg.eval.get("stop") or [])
     results = _header(cfg, model, base, model_cfg, device)
     m = results["model"]
     console.print(f"model: {m['path']} ({m['params']:,} params, {m['dtype']}, {device})"
@@ -422,7 +426,7 @@ def eval_main(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     # 3. each benchmark; results are rewritten after each, so finished benchmarks survive a crash
     with MathGrader(str(cfg.reward.extract), float(cfg.reward.timeout_s), int(cfg.reward.num_workers)) as grader:
         for bench in benches:
-            record, samples = run_benchmark(bench, cfg, model, tokenizer, grader, base, xcfg)
+            record, samples = run_benchmark(bench, cfg, model, tokenizer, grader, base, xcfg, stop)
             results["benchmarks"][bench["name"]] = record
             console.print(metrics_table(bench["name"], record["metrics"], int(cfg.eval.n),
                                         f"{record['wall_s']:.1f} s, {record['samples_per_s']:.1f} samples/s"))
