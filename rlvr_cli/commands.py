@@ -20,7 +20,15 @@ def run_dir(cfg: DictConfig) -> Path:
 
 
 def train_main(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
-    """Train with a composed config (usable without Hydra's app, e.g. from tests or notebooks)."""
+    """Train with a composed config (usable without Hydra's app, e.g. from tests or notebooks). The config
+    is validated first: a bad value raises ``UserError`` before anything is written or loaded."""
+    from rlvr_cli.config_schema import validate_train_config
+
+    validate_train_config(cfg)
+    return _train(cfg, out_dir)
+
+
+def _train(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
     from rlvr_cli.progress import console, print_config
     from rlvr_cli.trainer.loop import GRPOTrainer
 
@@ -71,6 +79,10 @@ def train(cfg: DictConfig) -> None:
 
     from hydra.core.hydra_config import HydraConfig
 
+    from rlvr_cli.config_schema import validate_train_config
+
+    # before the launcher re-entry: a bad value fails once, here, not on every rank
+    _guard(validate_train_config, cfg)
     out = run_dir(cfg)
     # re-enter on every rank with the same overrides, pinned to this job's run folder
     cmd = _guard(lambda: launcher_command(cfg.trainer, [*HydraConfig.get().overrides.task, f"out_dir={out}"]))
@@ -80,10 +92,12 @@ def train(cfg: DictConfig) -> None:
         if rc:
             sys.exit(rc)
         return
-    _guard(lambda: train_main(cfg, out))
+    _guard(lambda: _train(cfg, out))  # validated above
 
 
 def eval(cfg: DictConfig) -> None:  # noqa: A001 (the subcommand's name)
+    from rlvr_cli.config_schema import validate_eval_config
     from rlvr_cli.eval.run import eval_main
 
+    _guard(validate_eval_config, cfg)
     _guard(lambda: eval_main(cfg, run_dir(cfg)))

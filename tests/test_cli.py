@@ -74,3 +74,39 @@ def test_multirun_sweep_over_methods_gives_one_run_folder_each(tmp_path):
     assert "method/rsi_s/keep_frac" in (sweep / "arith_grpo_rsi_s_s0" / "metrics.jsonl").read_text()
     rep = rlvr("report", str(sweep))
     assert rep.returncode == 0 and "| arith_grpo_rsi_s_s0 | rsi_s | 1 |" in rep.stdout
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("optim.lr=abc", "optim.lr='abc': expected a float > 0"),
+    ("rollout.temperature=-1", "rollout.temperature=-1: expected a float > 0 (0 or less samples greedily"),
+    ("algo.group_size=1", "algo.group_size=1: expected an int >= 2"),
+    ("algo.mini_batch_size=96", "algo.mini_batch_size=96: expected a divisor of 256, the responses per step"),
+])
+def test_bad_train_value_is_one_line_exit_2_before_anything_runs(tmp_path, override, expected):
+    """A bad value is caught by the config schema at start (these were tracebacks or silent before)."""
+    out = tmp_path / "run"
+    r = rlvr("train", override, "trainer.max_steps=1", "val.every=0", f"out_dir={out}")
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stderr.strip().count("\n") == 0, r.stderr
+    assert r.stderr.startswith("rlvr: error: ") and expected in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (out / "resolved_config.yaml").exists()
+
+
+def test_deepspeed_rank_divisibility_is_checked_before_the_launcher(tmp_path):
+    r = rlvr("train", "trainer=zero2", "trainer.gpus=3", "trainer.device=cpu", f"out_dir={tmp_path / 'run'}")
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "rollout.prompts_per_step=32: expected a multiple of the 3 data-parallel ranks" in r.stderr
+    assert r.stderr.strip().count("\n") == 0 and "launching:" not in r.stdout
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("eval.n=0", "eval.n=0: expected an int >= 1"),
+    ("eval.n=abc", "eval.n='abc': expected an int >= 1"),
+    ("eval.temperature=-1", "eval.temperature=-1: expected a float >= 0"),
+])
+def test_bad_eval_value_is_one_line_exit_2(tmp_path, override, expected):
+    r = rlvr("eval", override, f"out_dir={tmp_path / 'run'}")
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stderr.strip().count("\n") == 0, r.stderr
+    assert expected in r.stderr and "Traceback" not in r.stderr

@@ -15,8 +15,9 @@ def test_a_gpu_run_starts_a_group_with_a_cpu_backend(monkeypatch):
     monkeypatch.setattr(dist, "is_initialized", lambda: False)
     monkeypatch.setattr(dist, "init_process_group", lambda backend, **kw: seen.setdefault("backend", backend))
     monkeypatch.setattr(torch.cuda, "set_device", lambda i: seen.setdefault("device", i))
-    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE"):
-        monkeypatch.delenv(key, raising=False)
+    for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1"),
+                       ("MASTER_PORT", "29999")):
+        monkeypatch.setenv(key, value)  # restored afterwards (init_distributed sets them when absent)
     ddp.init_distributed(torch.device("cuda"))
     assert seen == {"backend": "cpu:gloo,cuda:nccl", "device": 0}
     assert ddp.backend_for(torch.device("cpu")) == "gloo"

@@ -1,7 +1,19 @@
 """Stage 1: dataset rows -> ``Prompt``s.
 
 Sources: the built-in synthetic arithmetic task, a local jsonl/json/parquet file or folder, or a hub id
-(``datasets.load_dataset``). Rows without a problem or an answer are skipped and counted, never fatal.
+(``datasets.load_dataset``). Rows without a problem or an answer are skipped and counted, never fatal;
+so are prompts longer than ``rollout.max_prompt_len`` tokens (verl's ``filter_overlong_prompts``: a cut
+problem is another problem), unless ``rollout.overlong_prompts=error``.
+
+Field names (``problem_key``, ``answer_key``, ``id_key``) are a name, a dotted path into nested
+fields (``reward_model.ground_truth``, the verl parquet layout), or a list of those (the first present).
+A problem that is a chat (a list of ``{role, content}`` messages, verl's ``prompt`` column) is rendered
+with the tokenizer's chat template as given, system turns and instructions included, as verl does;
+``data.template`` applies to plain-text problems.
+
+The held-out split of a data config is named by a benchmark (``data.test_benchmark``, a file of
+``conf/benchmark/``): its field names and answer format are the ones ``rlvr eval`` uses, so validation
+and evaluation read the same gold answer (``canonical_rows`` is shared by both).
 """
 from __future__ import annotations
 
@@ -15,13 +27,15 @@ from typing import Any
 
 import torch
 
-from rlvr_cli.data.prompts import render_prompt
+from rlvr_cli.data.prompts import render_messages, render_prompt
 from rlvr_cli.errors import UserError
 from rlvr_cli.rewards.extract import extract_answer
 from rlvr_cli.types import Prompt
 
 log = logging.getLogger(__name__)
 ANSWER_FORMATS = ("plain", "boxed_solution", "gsm8k")
+OVERLONG = ("drop", "error")
+FIELDS = ("problem_key", "answer_key", "id_key", "answer_format")
 
 
 @dataclass
@@ -67,8 +81,50 @@ def read_rows(path: str, split: str = "train", subset: str | None = None) -> tup
 
     try:
         return list(datasets.load_dataset(str(p) if p.exists() else path, subset, split=split)), bad
-    except FileNotFoundError as e:
-        raise UserError(f"dataset not found: {path} ({e})") from None
+    except Exception as e:  # unknown id, unknown split/subset, offline: a one-line error, not a traceback
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise UserError(f"dataset not found: {path} (split {split}, subset {subset}): {type(e).__name__}: {first} "
+                        f"(a local jsonl/json/parquet copy works offline: data.path / data.test_path=<file>)") from None
+
+
+def get_field(row: dict, keys: Any) -> Any:
+    """The first non-null value among ``keys`` (a name or a list of names); a dotted name walks into
+    nested fields (``reward_model.ground_truth``)."""
+    for key in [keys] if isinstance(keys, str) else list(keys or []):
+        value: Any = row
+        for part in str(key).split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is not None:
+            return value
+    return None
+
+
+def canonical_rows(rows: list[Any], fields: dict[str, Any]) -> list[Any]:
+    """Rows as ``{id, problem, answer}`` with the source's field names resolved (``fields``: problem_key,
+    answer_key, id_key, answer_format). gsm8k answers without "####" (already clean copies) are taken as
+    they are. Malformed rows pass through unchanged so ``rows_to_prompts`` counts them. Shared by
+    training, in-training validation and ``rlvr eval``: one definition of a gold answer per source."""
+    out: list[Any] = []
+    for row in rows:
+        if not isinstance(row, dict):
+            out.append(row)
+            continue
+        raw = get_field(row, fields.get("answer_key", "answer"))
+        fmt = fields.get("answer_format", "plain")
+        if fmt == "gsm8k" and raw is not None and "####" not in str(raw):
+            fmt = "plain"
+        pid = get_field(row, fields.get("id_key", "id"))
+        out.append({"problem": get_field(row, fields.get("problem_key", "problem")),
+                    "answer": normalise_answer(raw, fmt), **({"id": str(pid)} if pid is not None else {})})
+    return out
+
+
+def _as_chat(problem: Any) -> list[dict[str, str]] | None:
+    """A chat-format problem (list of {role, content}, as parquet/JSON give it), else None."""
+    if isinstance(problem, (list, tuple)) and problem and all(
+            isinstance(m, dict) and isinstance(m.get("content"), str) and m.get("role") for m in problem):
+        return [{"role": str(m["role"]), "content": m["content"]} for m in problem]
+    return None
 
 
 _GSM8K = re.compile(r"####\s*(.+?)\s*$", re.S)
@@ -90,55 +146,96 @@ def normalise_answer(raw: Any, fmt: str) -> str | None:
 
 
 def rows_to_prompts(
-    rows: list[Any], tokenizer, template: str, problem_key: str, answer_key: str, answer_format: str,
-    id_key: str = "id", source: str = "data", skipped: Counter | None = None,
+    rows: list[Any], tokenizer, template: str, problem_key: str = "problem", answer_key: str = "answer",
+    answer_format: str = "plain", id_key: str = "id", source: str = "data", skipped: Counter | None = None,
+    max_prompt_len: int | None = None, overlong: str = "drop",
 ) -> tuple[list[Prompt], LoadReport]:
-    """Validate rows and render prompts. Malformed rows are skipped and counted in the report."""
+    """Validate rows and render prompts. Malformed rows, and prompts over ``max_prompt_len`` tokens
+    (``overlong="drop"``), are skipped and counted in the report; ``overlong="error"`` raises instead."""
+    if overlong not in OVERLONG:
+        raise UserError(f"rollout.overlong_prompts={overlong!r}; valid: {', '.join(OVERLONG)}")
     skipped = Counter(skipped or {})
     prompts = []
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
             skipped["not an object"] += 1
             continue
-        problem = row.get(problem_key)
+        raw = get_field(row, problem_key)
+        chat = _as_chat(raw)
+        if chat is not None:
+            users = [m["content"] for m in chat if m["role"] == "user"]
+            problem = users[-1] if users else chat[-1]["content"]
+        else:
+            problem = raw
         if not isinstance(problem, str) or not problem.strip():
-            skipped[f"no {problem_key}"] += 1
+            skipped[f"no {_name(problem_key)}"] += 1
             continue
-        answer = normalise_answer(row.get(answer_key), answer_format)
+        answer = normalise_answer(get_field(row, answer_key), answer_format)
         if not answer:
-            skipped[f"no {answer_key}"] += 1
+            skipped[f"no {_name(answer_key)}"] += 1
             continue
-        pid = str(row.get(id_key, f"{source}-{i}"))
-        prompts.append(Prompt(id=pid, problem=problem, answer=answer, text=render_prompt(problem, tokenizer, template)))
+        pid = get_field(row, id_key)
+        pid = str(pid) if pid is not None else f"{source}-{i}"
+        text = render_messages(chat, tokenizer) if chat is not None else render_prompt(problem, tokenizer, template)
+        if max_prompt_len is not None:
+            n_tokens = len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])  # we check the length
+            if n_tokens > max_prompt_len:
+                if overlong == "error":
+                    raise UserError(f"{source}: prompt {pid} has {n_tokens} tokens > rollout.max_prompt_len="
+                                    f"{max_prompt_len} (rollout.overlong_prompts=drop skips such prompts)")
+                skipped[f"too long (> {max_prompt_len} tokens)"] += 1
+                continue
+        prompts.append(Prompt(id=pid, problem=problem, answer=answer, text=text))
     report = LoadReport(source=source, kept=len(prompts), skipped=skipped)
     if skipped:
         log.warning(report.summary())
     if not prompts:
-        raise UserError(f"{source}: no usable rows (need '{problem_key}' and '{answer_key}'); {report.summary()}")
+        too_long = f"too long (> {max_prompt_len} tokens)"
+        if skipped and set(skipped) == {too_long}:
+            raise UserError(f"{source}: every prompt is longer than rollout.max_prompt_len={max_prompt_len} tokens "
+                            f"({skipped[too_long]} dropped); raise rollout.max_prompt_len or use a shorter data.template")
+        raise UserError(f"{source}: no usable rows (need '{_name(problem_key)}' and '{_name(answer_key)}'); {report.summary()}")
     return prompts, report
 
 
-def load_prompts(data_cfg: dict[str, Any], tokenizer, split: str) -> tuple[list[Prompt], LoadReport]:
-    """``split`` is ``train`` or ``test``; the data config says where each comes from."""
+def _name(keys: Any) -> str:
+    return keys if isinstance(keys, str) else "/".join(map(str, keys))
+
+
+def load_prompts(data_cfg: dict[str, Any], tokenizer, split: str, max_prompt_len: int | None = None,
+                 overlong: str = "drop") -> tuple[list[Prompt], LoadReport]:
+    """``split`` is ``train`` or ``test``; the data config says where each comes from.
+
+    Train: ``data.path`` (+ ``split``, ``subset``) with the config's field names. Test: with
+    ``data.test_benchmark`` set, that benchmark's source and field names (``data.test_path``, if set,
+    replaces its source by a local file or another hub id); without it, ``data.test_path`` with the
+    train split's field names. Prompts over ``max_prompt_len`` tokens: see ``rows_to_prompts``.
+    """
+    limits = dict(max_prompt_len=max_prompt_len, overlong=overlong)
     if data_cfg.get("source", "file") == "synthetic":
         from rlvr_cli.data.synthetic import arith_split
 
         n = data_cfg["train_size"] if split == "train" else data_cfg["test_size"]
         rows = arith_split(split, n, **dict(data_cfg.get("synthetic") or {}))
-        return rows_to_prompts(rows, tokenizer, data_cfg["template"], "problem", "answer", "plain", source=f"arith/{split}")
-    path = data_cfg.get("path") if split == "train" else data_cfg.get("test_path")
+        return rows_to_prompts(rows, tokenizer, data_cfg["template"], source=f"arith/{split}", **limits)
+    fields = {k: data_cfg[k] for k in FIELDS if data_cfg.get(k) is not None}
+    path, hub_split, subset = data_cfg.get("path"), data_cfg.get("split", "train"), data_cfg.get("subset")
+    if split == "test":
+        path, hub_split = data_cfg.get("test_path"), data_cfg.get("test_split", "test")
+        if data_cfg.get("test_benchmark"):
+            from rlvr_cli.data.benchmarks import benchmark_config
+
+            bench = benchmark_config(data_cfg["test_benchmark"])
+            fields = {k: bench[k] for k in FIELDS if bench.get(k) is not None}
+            path, hub_split, subset = path or bench.get("path") or bench.get("hub_id"), bench.get("split") or "test", bench.get("subset")
     if not path:
         raise UserError(f"data.{'path' if split == 'train' else 'test_path'} is not set for data={data_cfg.get('name')}")
-    hub_split = data_cfg.get("split", "train") if split == "train" else data_cfg.get("test_split", "test")
-    rows, bad = read_rows(path, hub_split, data_cfg.get("subset"))
+    rows, bad = read_rows(str(path), hub_split, subset)
     limit = data_cfg.get("train_size" if split == "train" else "test_size")
     if limit:
         rows = rows[: int(limit)]
-    return rows_to_prompts(
-        rows, tokenizer, data_cfg["template"], data_cfg.get("problem_key", "problem"),
-        data_cfg.get("answer_key", "answer"), data_cfg.get("answer_format", "plain"),
-        id_key=data_cfg.get("id_key", "id"), source=f"{path}:{hub_split}", skipped=bad,
-    )
+    return rows_to_prompts(canonical_rows(rows, fields), tokenizer, data_cfg["template"],
+                           source=f"{path}:{hub_split}", skipped=bad, **limits)
 
 
 class PromptSampler:

@@ -4,6 +4,10 @@
 - ``qwen_math``: Qwen2.5-Math's boxed chain-of-thought system prompt + the problem, chat template.
 - ``dapo``: DAPO-Math-17k's "Answer:" instruction around the problem, chat template.
 - ``plain``: no chat template; the problem followed by the boxed instruction (base models).
+
+A problem that is already a chat (verl's ``prompt`` column: a list of ``{role, content}`` messages, its
+system turn and instruction included) bypasses these templates: ``render_messages`` passes the list to
+the chat template as given, as verl does, so a verl parquet trains on the prompts it was built with.
 """
 from __future__ import annotations
 
@@ -22,6 +26,11 @@ def _chat(tokenizer, messages: list[dict[str, str]]) -> str:
     if not getattr(tokenizer, "chat_template", None):
         raise UserError("this tokenizer has no chat template: use data.template=plain")
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def render_messages(messages: list[dict[str, str]], tokenizer) -> str:
+    """A chat-format problem (verl's ``prompt`` column) through the chat template as given."""
+    return _chat(tokenizer, messages)
 
 
 def render_prompt(problem: str, tokenizer, template: str = "chat") -> str:

@@ -29,18 +29,17 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from rlvr_cli.data.benchmarks import BENCHMARK_DIR, benchmark_names
+from rlvr_cli.data.datasets import canonical_rows
 from rlvr_cli.errors import UserError
 from rlvr_cli.eval.evaluate import Sample, sample_and_grade
 from rlvr_cli.eval.metrics import pass_ks, summarize_samples
 from rlvr_cli.types import Prompt
 
 log = logging.getLogger(__name__)
-BENCHMARK_DIR = Path(__file__).resolve().parents[2] / "conf" / "benchmark"
 
 
 # ------------------------------------------------------------------------------------- 1. benchmarks
-def benchmark_names() -> list[str]:
-    return sorted(p.stem for p in BENCHMARK_DIR.glob("*.yaml"))
 
 
 def resolve_benchmarks(names: Any, overrides: Any) -> list[dict[str, Any]]:
@@ -67,34 +66,6 @@ def resolve_benchmarks(names: Any, overrides: Any) -> list[dict[str, Any]]:
         bench.update(extra)
         bench["name"] = name
         out.append(bench)
-    return out
-
-
-def _first_key(row: dict, keys: Any) -> Any:
-    for key in [keys] if isinstance(keys, str) else keys:
-        if key in row and row[key] is not None:
-            return row[key]
-    return None
-
-
-def _canonical_rows(rows: list[Any], bench: dict[str, Any]) -> list[Any]:
-    """Rows as ``{id, problem, answer}`` with the benchmark's field names resolved (a list of names: the
-    first present). gsm8k answers without "####" (already clean copies) are taken as they are. Malformed
-    rows pass through unchanged so ``rows_to_prompts`` counts them."""
-    from rlvr_cli.data.datasets import normalise_answer
-
-    out: list[Any] = []
-    for row in rows:
-        if not isinstance(row, dict):
-            out.append(row)
-            continue
-        raw = _first_key(row, bench.get("answer_key", "answer"))
-        fmt = bench.get("answer_format", "plain")
-        if fmt == "gsm8k" and raw is not None and "####" not in str(raw):
-            fmt = "plain"
-        pid = _first_key(row, bench.get("id_key", "id"))
-        out.append({"problem": _first_key(row, bench.get("problem_key", "problem")),
-                    "answer": normalise_answer(raw, fmt), **({"id": str(pid)} if pid is not None else {})})
     return out
 
 
@@ -160,7 +131,7 @@ def load_benchmark(bench: dict[str, Any], tokenizer, ev: DictConfig) -> tuple[li
         source["rows_in_source"] = len(rows) + sum(bad.values())
         if limit:
             rows = rows[: int(limit)]
-        rows = _canonical_rows(rows, bench)
+        rows = canonical_rows(rows, bench)
     prompts, report = rows_to_prompts(rows, tokenizer, template, "problem", "answer", "plain",
                                       id_key="id", source=name, skipped=bad)
     damaged = sum(bool(_ESCAPE_DAMAGE.search(p.problem)) for p in prompts)

@@ -15,7 +15,8 @@ from rlvr_cli.cli import CONF_DIR, REPO_ROOT
 from rlvr_cli.data.datasets import ANSWER_FORMATS
 from rlvr_cli.data.prompts import TEMPLATES
 from rlvr_cli.errors import UserError
-from rlvr_cli.eval.run import _canonical_rows, benchmark_names, eval_main, load_benchmark, resolve_benchmarks
+from rlvr_cli.data.datasets import canonical_rows as _canonical_rows
+from rlvr_cli.eval.run import benchmark_names, eval_main, load_benchmark, resolve_benchmarks
 from rlvr_cli.models import ASSETS
 
 SHARED = REPO_ROOT.parent / "shared" / "data"
