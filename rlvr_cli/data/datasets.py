@@ -146,36 +146,36 @@ def normalise_answer(raw: Any, fmt: str) -> str | None:
 
 
 def rows_to_prompts(
-    rows: list[Any], tokenizer, template: str, problem_key: str = "problem", answer_key: str = "answer",
-    answer_format: str = "plain", id_key: str = "id", source: str = "data", skipped: Counter | None = None,
-    max_prompt_len: int | None = None, overlong: str = "drop",
+    rows: list[Any], tokenizer, template: str, source: str = "data", skipped: Counter | None = None,
+    max_prompt_len: int | None = None, overlong: str = "drop", names: tuple[str, str] = ("problem", "answer"),
 ) -> tuple[list[Prompt], LoadReport]:
-    """Validate rows and render prompts. Malformed rows, and prompts over ``max_prompt_len`` tokens
-    (``overlong="drop"``), are skipped and counted in the report; ``overlong="error"`` raises instead."""
+    """Canonical rows (``{id?, problem, answer}``, from ``canonical_rows`` or a generator) -> prompts.
+    Malformed rows, and prompts over ``max_prompt_len`` tokens (``overlong="drop"``), are skipped and
+    counted in the report; ``overlong="error"`` raises instead. ``names``: the source's problem and
+    answer fields, for the report's words."""
     if overlong not in OVERLONG:
         raise UserError(f"rollout.overlong_prompts={overlong!r}; valid: {', '.join(OVERLONG)}")
+    problem_name, answer_name = names
     skipped = Counter(skipped or {})
     prompts = []
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
             skipped["not an object"] += 1
             continue
-        raw = get_field(row, problem_key)
-        chat = _as_chat(raw)
+        chat = _as_chat(row.get("problem"))
         if chat is not None:
             users = [m["content"] for m in chat if m["role"] == "user"]
             problem = users[-1] if users else chat[-1]["content"]
         else:
-            problem = raw
+            problem = row.get("problem")
         if not isinstance(problem, str) or not problem.strip():
-            skipped[f"no {_name(problem_key)}"] += 1
+            skipped[f"no {problem_name}"] += 1
             continue
-        answer = normalise_answer(get_field(row, answer_key), answer_format)
+        answer = normalise_answer(row.get("answer"), "plain")
         if not answer:
-            skipped[f"no {_name(answer_key)}"] += 1
+            skipped[f"no {answer_name}"] += 1
             continue
-        pid = get_field(row, id_key)
-        pid = str(pid) if pid is not None else f"{source}-{i}"
+        pid = str(row["id"]) if row.get("id") is not None else f"{source}-{i}"
         text = render_messages(chat, tokenizer) if chat is not None else render_prompt(problem, tokenizer, template)
         if max_prompt_len is not None:
             n_tokens = len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])  # we check the length
@@ -194,7 +194,7 @@ def rows_to_prompts(
         if skipped and set(skipped) == {too_long}:
             raise UserError(f"{source}: every prompt is longer than rollout.max_prompt_len={max_prompt_len} tokens "
                             f"({skipped[too_long]} dropped); raise rollout.max_prompt_len or use a shorter data.template")
-        raise UserError(f"{source}: no usable rows (need '{_name(problem_key)}' and '{_name(answer_key)}'); {report.summary()}")
+        raise UserError(f"{source}: no usable rows (need '{problem_name}' and '{answer_name}'); {report.summary()}")
     return prompts, report
 
 
@@ -234,8 +234,9 @@ def load_prompts(data_cfg: dict[str, Any], tokenizer, split: str, max_prompt_len
     limit = data_cfg.get("train_size" if split == "train" else "test_size")
     if limit:
         rows = rows[: int(limit)]
+    names = (_name(fields.get("problem_key", "problem")), _name(fields.get("answer_key", "answer")))
     return rows_to_prompts(canonical_rows(rows, fields), tokenizer, data_cfg["template"],
-                           source=f"{path}:{hub_split}", skipped=bad, **limits)
+                           source=f"{path}:{hub_split}", skipped=bad, names=names, **limits)
 
 
 class PromptSampler:

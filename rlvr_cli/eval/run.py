@@ -40,8 +40,6 @@ log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------- 1. benchmarks
-
-
 def resolve_benchmarks(names: Any, overrides: Any) -> list[dict[str, Any]]:
     """``benchmarks`` (list of names) + ``benchmark_overrides`` -> one plain dict per benchmark."""
     names = [names] if isinstance(names, str) else list(names or [])
@@ -132,8 +130,7 @@ def load_benchmark(bench: dict[str, Any], tokenizer, ev: DictConfig) -> tuple[li
         if limit:
             rows = rows[: int(limit)]
         rows = canonical_rows(rows, bench)
-    prompts, report = rows_to_prompts(rows, tokenizer, template, "problem", "answer", "plain",
-                                      id_key="id", source=name, skipped=bad)
+    prompts, report = rows_to_prompts(rows, tokenizer, template, source=name, skipped=bad)
     damaged = sum(bool(_ESCAPE_DAMAGE.search(p.problem)) for p in prompts)
     if damaged:
         log.warning("%s: %d problem(s) contain control characters, the mark of broken LaTeX escapes "

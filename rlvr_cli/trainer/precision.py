@@ -48,9 +48,11 @@ class Precision:
 def resolve_precision(compute: torch.dtype, device: torch.device, deepspeed: bool, master_weights: str = "fp32") -> Precision:
     if master_weights not in MASTER_WEIGHTS:
         raise UserError(f"trainer.master_weights={master_weights!r}; valid: {', '.join(MASTER_WEIGHTS)}")
-    if deepspeed or compute == torch.float32 or master_weights == "model":
+    if deepspeed or compute == torch.float32:
         return Precision(compute, compute, device.type)
-    if compute == torch.float16:
+    if compute == torch.float16:  # fp32 master weights or not: fp16 gradients underflow without a scaler
         raise UserError("model.dtype=float16 with trainer=single needs loss scaling: use bfloat16, or a DeepSpeed "
                         "trainer (zero1/2/3), whose fp16 mode scales the loss")
+    if master_weights == "model":
+        return Precision(compute, compute, device.type)
     return Precision(torch.float32, compute, device.type)
