@@ -30,6 +30,8 @@ EXTRAPOLATE_DRIVERS = ("rl", "base")
 EXTRAPOLATE_RESAMPLE = ("coupled", "independent")
 WANDB_MODES = ("offline", "online", "disabled", "shared", "dryrun", "run")
 RESUME_WORDS = ("auto", "never", "none")
+ENGINES = ("hf", "vllm", "auto")  # rollout.engines.ENGINES
+IS_MODES = ("off", "token_truncate", "token_mask", "sequence_truncate", "sequence_mask")  # rollout.correction.MODES
 
 
 # ----------------------------------------------------------------------------------------- specs
@@ -228,6 +230,13 @@ def train_table() -> Table:
         "algo.ppo_epochs": Int(ge=1),
         "algo.mini_batch_size": Int(ge=1, why="responses per optimizer step"),
         "algo.micro_batch_size": Int(ge=1, why="responses per forward/backward"),
+        "algo.max_tokens_per_micro_batch?": Int(ge=1, null=True, why="null = algo.micro_batch_size responses"),
+        "algo.filter_groups?": Dict(),
+        "algo.filter_groups.enabled?": Bool(),
+        "algo.filter_groups.max_num_gen_batches?": Int(ge=0, why="0 = no limit"),
+        "algo.rollout_correction?": Dict(),
+        "algo.rollout_correction.mode?": Enum(*IS_MODES),
+        "algo.rollout_correction.cap?": Float(gt=0),
         "algo.kl.enabled": Bool(),
         "algo.kl.coef?": Float(ge=0),
         "algo.kl.type?": Enum(*KL_TYPES, *(f"{k}+" for k in KL_TYPES)),
@@ -272,6 +281,7 @@ def train_table() -> Table:
         "rollout.stop_token_ids?": STOP_TOKENS,
         "rollout.stop?": ListOf(Str(empty=True), null=True),
         "rollout.overlong_prompts?": Enum("drop", "error"),
+        **_rollout_engine_table(),
         # optim
         "optim.lr": Float(gt=0),
         "optim.weight_decay?": Float(ge=0),
@@ -290,6 +300,23 @@ def train_table() -> Table:
         "val.temperature": Float(ge=0, why="0 = greedy"),
         "val.top_p": Float(gt=0, le=1),
         "val.max_new_tokens": Int(ge=1),
+    }
+
+
+def _rollout_engine_table() -> Table:
+    """``rollout.engine`` and ``rollout.vllm`` (conf/vllm/default.yaml), shared by train and eval."""
+    return {
+        "rollout.engine?": Enum(*ENGINES),
+        "rollout.vllm?": Dict(),
+        "rollout.vllm.gpu_memory_utilization?": Float(gt=0, le=1),
+        "rollout.vllm.kv_cache_memory_bytes?": Int(ge=1, null=True, why="null = from gpu_memory_utilization (GPU), 256 MiB (CPU)"),
+        "rollout.vllm.tensor_parallel_size?": Int(ge=1),
+        "rollout.vllm.enforce_eager?": Bool(null=True),
+        "rollout.vllm.max_num_seqs?": Int(ge=1, null=True),
+        "rollout.vllm.sleep?": Bool(),
+        "rollout.vllm.sleep_level?": Int(ge=1, le=2),
+        "rollout.vllm.prefix_caching?": Bool(),
+        "rollout.vllm.sync_bucket_mb?": Float(gt=0),
     }
 
 
@@ -328,6 +355,7 @@ def eval_table() -> Table:
         **_model_table(),
         "benchmarks": AnyOf(Str(), ListOf(Str()), why="names of conf/benchmark/*.yaml"),
         "benchmark_overrides?": Dict(null=True),
+        **_rollout_engine_table(),
         "eval.n": Int(ge=1, why="responses per problem"),
         "eval.temperature": Float(ge=0, why="0 = greedy"),
         "eval.top_p": Float(gt=0, le=1),

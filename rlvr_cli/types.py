@@ -34,6 +34,9 @@ class Rollouts:
     texts: list[str]  # decoded responses (special tokens stripped)
     truncated: torch.Tensor  # [N] bool, no EOS within max_new_tokens
     prompts: list[Prompt]  # the B prompts, group_ids index into this
+    # [N, T] log-prob of each sampled token under the engine that sampled it (vLLM), 0 on padding;
+    # None when the engine is the trainer's own module (HF)
+    rollout_logprobs: torch.Tensor | None = None
 
     @property
     def responses(self) -> torch.Tensor:  # [N, T]
@@ -51,6 +54,38 @@ class Rollouts:
             texts=[self.texts[i] for i in idx.tolist()],
             truncated=self.truncated[idx],
             prompts=self.prompts,
+            rollout_logprobs=None if self.rollout_logprobs is None else self.rollout_logprobs[idx],
+        )
+
+    @staticmethod
+    def concat(parts: list[Rollouts], pad_id: int) -> Rollouts:
+        """Several batches as one (DAPO refill rounds): prompts left-padded to the longest P,
+        responses right-padded to the longest T, group ids offset so each prompt keeps its own."""
+        if len(parts) == 1:
+            return parts[0]
+        p = max(r.prompt_len for r in parts)
+        t = max(r.response_mask.shape[1] for r in parts)
+
+        def pad(x: torch.Tensor, left: int, right: int, value) -> torch.Tensor:
+            return torch.nn.functional.pad(x, (left, right), value=value)
+
+        ids, att, resp, groups, lps, offset = [], [], [], [], [], 0
+        for r in parts:
+            left, right = p - r.prompt_len, t - r.response_mask.shape[1]
+            ids.append(torch.cat([pad(r.input_ids[:, : r.prompt_len], left, 0, pad_id),
+                                  pad(r.responses, 0, right, pad_id)], 1))
+            att.append(torch.cat([pad(r.attention_mask[:, : r.prompt_len], left, 0, 0),
+                                  pad(r.attention_mask[:, r.prompt_len :], 0, right, 0)], 1))
+            resp.append(pad(r.response_mask, 0, right, 0))
+            groups.append(r.group_ids + offset)
+            offset += len(r.prompts)
+            if r.rollout_logprobs is not None:
+                lps.append(pad(r.rollout_logprobs, 0, right, 0.0))
+        return Rollouts(
+            input_ids=torch.cat(ids), attention_mask=torch.cat(att), response_mask=torch.cat(resp), prompt_len=p,
+            group_ids=torch.cat(groups), texts=[x for r in parts for x in r.texts],
+            truncated=torch.cat([r.truncated for r in parts]), prompts=[x for r in parts for x in r.prompts],
+            rollout_logprobs=torch.cat(lps) if len(lps) == len(parts) else None,
         )
 
 

@@ -73,6 +73,10 @@ def test_name_lists_match_their_sources():
 
     assert set(schema.DTYPES) == {"auto", *DTYPES}
     assert schema.EXTRAPOLATE_DRIVERS == tuple(DRIVERS) and schema.EXTRAPOLATE_RESAMPLE == tuple(RESAMPLE)
+    from rlvr_cli.rollout.correction import MODES
+    from rlvr_cli.rollout.engines import ENGINES
+
+    assert schema.ENGINES == ENGINES and schema.IS_MODES == MODES
 
 
 def test_accepted_values():

@@ -43,6 +43,8 @@ def rows(batch: TrainBatch, idx: torch.Tensor) -> TrainBatch:
     t = max(1, int(ro.response_mask.sum(-1).max()))
     p = ro.prompt_len
     ro.input_ids, ro.attention_mask, ro.response_mask = ro.input_ids[:, : p + t], ro.attention_mask[:, : p + t], ro.response_mask[:, :t]
+    if ro.rollout_logprobs is not None:
+        ro.rollout_logprobs = ro.rollout_logprobs[:, :t]
     return TrainBatch(
         rollouts=ro, scores=batch.scores[idx], advantages=batch.advantages[idx, :t] * ro.response_mask,
         token={k: v[idx, :t] for k, v in batch.token.items()},
@@ -79,6 +81,7 @@ class Actor:
         self.chunk_size, self.checkpoint_logits = int(chunk_size), checkpoint_logits
         self.ref_model, self.zero3 = ref_model, zero3
         self.world = ddp.world_size()
+        self.updates = 0  # optimizer steps taken: a rollout engine with weights of its own re-syncs on a change
 
     @property
     def model(self) -> torch.nn.Module:
@@ -161,6 +164,7 @@ class Actor:
             for mb_i, mb_idx in enumerate(torch.tensor_split(torch.arange(n_local), n_mini)):
                 finite = self._accumulate(rows(batch, mb_idx), (epoch, mb_i), loss_fn, sums)
                 grad_norm = self.engine.step() if finite else self.engine.skip_step()
+                self.updates += 1
                 if not math.isfinite(grad_norm):
                     skipped += 1
                 else:

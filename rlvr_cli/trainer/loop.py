@@ -25,14 +25,15 @@ from rlvr_cli.stats import entropy_dynamics
 from rlvr_cli.models import load_model, load_tokenizer, pick_device, pick_dtype
 from rlvr_cli.progress import StepProgress
 from rlvr_cli.rewards import MathGrader
-from rlvr_cli.rollout import generate_rollouts
+from rlvr_cli.rollout.correction import importance_weights, mismatch_metrics, weight_metrics
+from rlvr_cli.rollout.engines import SamplingSpec, build_engine
 from rlvr_cli.rollout.stopping import resolve_stop
 from rlvr_cli.trainer import checkpoint as ckpt
 from rlvr_cli.trainer.actor import Actor, Totals, rows
 from rlvr_cli.trainer.engine import DeepSpeedEngine, TorchEngine, deepspeed_config, zero3_reference
 from rlvr_cli.trainer.precision import resolve_precision
 from rlvr_cli.tracking import build_tracker
-from rlvr_cli.types import PolicyBatch, TrainBatch
+from rlvr_cli.types import PolicyBatch, Rollouts, TrainBatch
 
 log = logging.getLogger(__name__)
 FAULT_KILL_ENV = "RLVR_FAULT_KILL_AT_STEP"  # fault injection for the resume test: SIGKILL after step N
@@ -91,6 +92,16 @@ class GRPOTrainer:
                    + f"; optimizer: {self.engine.optimizer_name}")
         if self.resume_from:
             self._restore(ckpt.load_state(self.resume_from, self.rank))
+        r, v = self.rollout_cfg, cfg.val
+        self.spec = SamplingSpec(r["temperature"], r["top_p"], r["max_new_tokens"], self.stop)
+        self.val_spec = SamplingSpec(v.temperature, v.top_p, v.max_new_tokens, self.stop)
+        self.rollout = build_engine(
+            r.get("engine", "hf"), model=self.model, tokenizer=self.tokenizer, policy=self.actor.sampling,
+            batch_size=r["batch_size"], device=self.device, dtype=self.precision.compute,
+            max_model_len=self._max_model_len(model_cfg), vllm_cfg={"seed": cfg.seed, **(r.get("vllm") or {})},
+            weights_version=lambda: self.actor.updates, zero3=self.actor.zero3,
+        )
+        ddp.print0(f"rollout: {self.rollout.name}")
         self.tracker = build_tracker(c(cfg.logger), c(cfg), self.out_dir, self.step if self.resume_from else None, self.rank)
 
     # ------------------------------------------------------------------------------------------ setup
@@ -118,6 +129,12 @@ class GRPOTrainer:
             ref = zero3_reference(ref, self.engine.config)
             ddp.print0(f"KL reference: ZeRO-3 partitioned over {self.world} ranks")
         return ref
+
+    def _max_model_len(self, model_cfg: dict[str, Any]) -> int:
+        """Prompt + response budget for the vLLM engine, within the model's positions."""
+        limit = int(getattr(self.model.config, "max_position_embeddings", None) or 1 << 20)
+        new = max(int(self.rollout_cfg["max_new_tokens"]), int(self.cfg.val.max_new_tokens))
+        return min(limit, int(self.rollout_cfg.get("max_prompt_len") or limit) + new)
 
     def _state(self) -> dict[str, Any]:
         return {
@@ -148,27 +165,23 @@ class GRPOTrainer:
         t0 = time.perf_counter()
         step = self.step + 1
         self.engine.set_lr_for_step(self.step)
-        # 1. data: the same global batch on every rank, each rank takes its own prompts (whole groups)
-        prompts = self.sampler.next_batch(self.rollout_cfg["prompts_per_step"])[self.rank :: self.world]
-        # 2. rollout: G samples per prompt
-        with self.actor.sampling() as policy:
-            rollouts = generate_rollouts(
-                policy, self.tokenizer, prompts, self.algo["group_size"], self.rollout_cfg["max_new_tokens"],
-                self.rollout_cfg["temperature"], self.rollout_cfg["top_p"], self.rollout_cfg["batch_size"], stop=self.stop,
-            )
+        # 1-3. data -> rollout -> reward, in rounds when DAPO's dynamic sampling refills the batch
+        rollouts, grades, scores, keep, rounds = self.sample_batch()
+        self.rollout.sleep()  # the engine's KV cache (and weights) leave the GPU during the update
         t_gen = time.perf_counter() - t0
-        # 3. reward: verify each response's final answer
-        grades = self.grader.grade(rollouts.texts, [prompts[g].answer for g in rollouts.group_ids.tolist()])
-        scores = torch.tensor([g.score for g in grades])  # [N]
-        # 4. advantage: group-normalised, broadcast to tokens; drop groups with no signal
+        # 4. advantage: group-normalised, broadcast to tokens; groups with no signal dropped (keep)
         adv = grpo_advantages(scores, rollouts.group_ids, self.algo["norm_adv_by_std"], self.algo["adv_eps"])
-        keep = ~zero_std_groups(scores, rollouts.group_ids) if self.algo["filter_zero_std_groups"] else torch.ones_like(scores, dtype=torch.bool)
         metrics = self._rollout_metrics(rollouts, grades, scores, keep, t_gen)
+        metrics["rollout/gen_rounds"] = float(rounds)
+        if hasattr(self.rollout, "sync_s"):
+            metrics["perf/weight_sync_s"] = self.rollout.sync_s
         if ddp.all_sum(float(keep.sum())) > 0:
             batch = self._train_batch(rollouts, scores, adv, keep)
-            # 5. old log-probs and the token statistics the method asked for (rollout policy, no grad)
-            batch.token = self.score(batch)
+            # 5. old log-probs and the token statistics the method asked for (rollout policy, no grad);
+            #    with an engine of its own (vLLM): the mismatch and its importance weights
+            batch.token.update(self.score(batch))
             metrics.update(self._dynamics(batch))
+            metrics.update(self._rollout_correction(batch))
             # 6. method: batch-scope statistics (quantiles, top-k, anchors) over the whole train batch
             ctx = StepContext(step=step, total_steps=self.trainer_cfg["max_steps"], seed=self.cfg.seed,
                               gather=ddp.gather_1d, world_size=self.world, rank=self.rank)
@@ -183,11 +196,66 @@ class GRPOTrainer:
         metrics["perf/step_s"] = time.perf_counter() - t0
         return ddp.mean_metrics(metrics)
 
+    def _sample_round(self) -> tuple[Rollouts, list, torch.Tensor]:
+        """One round: the same global batch of prompts on every rank, each rank takes its own (whole
+        groups); G samples per prompt; each response graded by the verifier."""
+        prompts = self.sampler.next_batch(self.rollout_cfg["prompts_per_step"])[self.rank :: self.world]
+        rollouts = self.rollout.generate(prompts, self.algo["group_size"], self.spec)
+        grades = self.grader.grade(rollouts.texts, [prompts[g].answer for g in rollouts.group_ids.tolist()])
+        return rollouts, grades, torch.tensor([g.score for g in grades])  # scores [N]
+
+    def sample_batch(self) -> tuple[Rollouts, list, torch.Tensor, torch.Tensor, int]:
+        """(rollouts, grades, scores [N], keep [N] bool, generation rounds).
+
+        ``algo.filter_zero_std_groups`` drops groups whose rewards are all equal from a single round.
+        ``algo.filter_groups.enabled`` is DAPO's dynamic sampling with refill: rounds of fresh prompts
+        until every rank holds its share of ``prompts_per_step`` groups with reward variance (at most
+        ``max_num_gen_batches`` rounds; 0 = no limit), the surplus beyond that share left out. A batch
+        still short after the last round trains on what it has (``adv/kept_groups`` says how many)."""
+        fg = self.algo.get("filter_groups") or {}
+        parts = [self._sample_round()]
+        if not fg.get("enabled"):
+            ro, grades, scores = parts[0]
+            keep = ~zero_std_groups(scores, ro.group_ids) if self.algo["filter_zero_std_groups"] else torch.ones_like(scores, dtype=torch.bool)
+            return ro, grades, scores, keep, 1
+        target, max_rounds = len(parts[0][0].prompts), int(fg.get("max_num_gen_batches") or 0)
+
+        def with_signal(ro, scores) -> int:
+            return int(torch.unique(ro.group_ids[~zero_std_groups(scores, ro.group_ids)]).numel())
+
+        have = with_signal(parts[0][0], parts[0][2])
+        while ddp.all_max(max(0, target - have)) > 0 and (max_rounds <= 0 or len(parts) < max_rounds):
+            parts.append(self._sample_round())
+            have += with_signal(parts[-1][0], parts[-1][2])
+        ro = Rollouts.concat([p[0] for p in parts], self.tokenizer.pad_token_id)
+        grades, scores = [g for p in parts for g in p[1]], torch.cat([p[2] for p in parts])
+        keep = ~zero_std_groups(scores, ro.group_ids)
+        kept_groups = torch.unique(ro.group_ids[keep])[:target]  # the first `target` groups with signal
+        keep &= torch.isin(ro.group_ids, kept_groups)
+        return ro, grades, scores, keep, len(parts)
+
     def _train_batch(self, rollouts, scores, adv, keep) -> TrainBatch:
         """The kept responses with token-level advantages. A rank whose groups were all filtered keeps
         a dummy row (mask zeroed), so it still takes part in every collective of the update."""
         full = TrainBatch(rollouts, scores, adv[:, None] * rollouts.response_mask)
+        if rollouts.rollout_logprobs is not None:
+            full.token["rollout_logprobs"] = rollouts.rollout_logprobs
         return rows(full, keep.nonzero(as_tuple=True)[0])
+
+    def _rollout_correction(self, batch: TrainBatch) -> dict[str, float]:
+        """Engine vs trainer log-probs of the sampled tokens (vLLM only), and the truncated IS weights
+        ``algo.rollout_correction`` asks for (``batch.token["rollout_is_weight"]``, used in the loss)."""
+        if "rollout_logprobs" not in batch.token:
+            return {}
+        rc = self.algo.get("rollout_correction") or {}
+        mode, cap = rc.get("mode", "off"), float(rc.get("cap", 2.0))
+        train_lp, roll_lp, mask = batch.old_logprobs, batch.token["rollout_logprobs"], batch.response_mask
+        m = mismatch_metrics(train_lp, roll_lp, mask)
+        if mode != "off":
+            w = importance_weights(train_lp, roll_lp, mask, mode, cap)
+            batch.token["rollout_is_weight"] = w
+            m.update(weight_metrics(w, train_lp, roll_lp, mask, mode, cap))
+        return m
 
     def score(self, batch: TrainBatch) -> dict[str, torch.Tensor]:
         """Old log-probs + entropy (+ reference log-probs + the method's rollout statistics), no grad."""
@@ -247,6 +315,8 @@ class GRPOTrainer:
         )
         out = self.method.loss(pb)
         token_loss, clip_info = clipped_token_loss(lp, old, adv, self.clip)
+        if "rollout_is_weight" in pb.old_token:  # truncated IS for the engine/trainer mismatch
+            token_loss = token_loss * pb.old_token["rollout_is_weight"]
         if out.token_weights is not None:
             token_loss = token_loss * out.token_weights
         if out.token_loss is not None:
@@ -276,10 +346,10 @@ class GRPOTrainer:
         """Sampled accuracy on the held-out split (the same code as ``rlvr eval``); ranks split the
         problems and average."""
         v = self.cfg.val
-        with self.actor.sampling() as policy:
-            samples = sample_and_grade(policy, self.tokenizer, self.test_prompts[self.rank :: self.world], self.grader,
-                                       v.n, v.temperature, v.top_p, v.max_new_tokens, self.rollout_cfg["batch_size"],
-                                       stop=self.stop)
+        samples = sample_and_grade(None, self.tokenizer, self.test_prompts[self.rank :: self.world], self.grader,
+                                   v.n, v.temperature, v.top_p, v.max_new_tokens, self.rollout_cfg["batch_size"],
+                                   generate=lambda part: (self.rollout.generate(part, v.n, self.val_spec), {}))
+        self.rollout.sleep()
         name = self.cfg.data.name
         return ddp.mean_metrics({f"val/{name}/{k}": val for k, val in summarize_samples(samples, v.n).items()})
 
@@ -315,5 +385,6 @@ class GRPOTrainer:
 
     def close(self) -> None:
         self.grader.close()
+        getattr(self.rollout, "close", lambda: None)()
         if self.distributed:
             ddp.shutdown()
