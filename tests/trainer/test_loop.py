@@ -84,6 +84,43 @@ def test_gradient_accumulation_invariance(tmp_path, mode):
         assert torch.allclose(a, b, atol=1e-6), (a - b).abs().max().item()
 
 
+@pytest.mark.parametrize("budget", [120, 300])
+def test_token_budget_micro_batches_give_the_same_update(tmp_path, budget):
+    """algo.max_tokens_per_micro_batch packs responses by length under a token budget: the update
+    equals one pass over the whole mini-batch (global normalisers), and no micro-batch exceeds it."""
+    from rlvr_cli.trainer.actor import Actor
+
+    seen = []
+    real = Actor._token_stats
+
+    def spy(self, model, ro, *a, **k):
+        if model.training:
+            seen.append(ro.input_ids.numel())
+        return real(self, model, ro, *a, **k)
+
+    results = []
+    for extra in (["algo.micro_batch_size=16"], [f"algo.max_tokens_per_micro_batch={budget}"]):
+        cfg = compose_train([*extra, "algo.mini_batch_size=16", "trainer.resume=never", "optim.eps=1.0", "optim.lr=0.05"])
+        trainer = GRPOTrainer(cfg, tmp_path / str(len(results)))
+        batch = _fixed_batch(trainer)
+        seen.clear()
+        Actor._token_stats = spy
+        try:
+            m = trainer.update(batch, 1)
+        finally:
+            Actor._token_stats = real
+        results.append((m["loss/pg"], [p.detach().clone() for p in trainer.model.parameters()], list(seen)))
+        trainer.close()
+    (loss_a, w_a, one), (loss_b, w_b, packed) = results
+    assert len(one) == 1 and len(packed) > 1
+    prompt_len = batch.rollouts.prompt_len
+    assert all(n <= max(budget, prompt_len + 40) for n in packed)  # a row over the budget goes alone
+    assert sum(packed) < one[0]  # less padding than one batch padded to the longest response
+    assert loss_a == pytest.approx(loss_b, rel=1e-4, abs=1e-6)
+    for a, b in zip(w_a, w_b):
+        assert torch.allclose(a, b, atol=1e-6), (a - b).abs().max().item()
+
+
 def test_nonfinite_loss_skips_the_step_and_stops_cleanly_with_a_checkpoint(tmp_path, monkeypatch):
     cfg = compose_train(["trainer.max_steps=5", "trainer.max_bad_steps=2", "trainer.save_every=0"])
     trainer = GRPOTrainer(cfg, tmp_path)
