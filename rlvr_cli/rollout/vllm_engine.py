@@ -262,4 +262,9 @@ class VLLMEngine:
         )
 
     def close(self) -> None:
+        """Shut the engine down now, while the process group it shares still exists (its finaliser at
+        interpreter exit would find it destroyed); vLLM's shutdown then leaves that group itself."""
+        llm, self.llm = getattr(self, "llm", None), None
+        if llm is not None:
+            llm.llm_engine.engine_core.shutdown()
         shutil.rmtree(self.folder, ignore_errors=True)
