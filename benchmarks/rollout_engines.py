@@ -1,7 +1,7 @@
 """Rollout throughput and memory: HF ``generate`` vs the colocated vLLM engine (rollout.engine=hf|vllm).
 
     .venv/bin/python benchmarks/rollout_engines.py                 # CPU: embedded model + ~25M model
-    .venv/bin/python benchmarks/rollout_engines.py --quick         # CPU, 4 prompts per model, one timed call
+    .venv/bin/python benchmarks/rollout_engines.py --quick         # CPU, 2 prompts per model, one timed call
     .venv/bin/python benchmarks/rollout_engines.py --gpu           # GPU: random ~0.5B Qwen2, 64 prompts x 8 x 1024
 
 Each (model, engine) pair runs in a fresh subprocess, through the same ``RolloutEngine.generate`` the
@@ -28,7 +28,7 @@ MODELS = {
     # name: (Qwen2 config overrides or None for the shipped model, prompts, group size, new tokens)
     "embedded": (None, 32, 8, 64),
     "25M": (dict(hidden_size=512, intermediate_size=1536, num_hidden_layers=8, num_attention_heads=8,
-                 num_key_value_heads=2), 16, 8, 256),
+                 num_key_value_heads=2), 4, 8, 256),
     "0.5B": (dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
                   num_key_value_heads=2, vocab_size=151936), 64, 8, 1024),
 }
@@ -104,7 +104,7 @@ def run_one(name: str, engine_name: str, prompts_n: int, repeats: int, device_na
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--gpu", action="store_true", help="the GPU section (random ~0.5B Qwen2)")
-    p.add_argument("--quick", action="store_true", help="4 prompts per model, one timed call")
+    p.add_argument("--quick", action="store_true", help="2 prompts per model, one timed call")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--models", default=None, help="comma list of " + ", ".join(MODELS))
     p.add_argument("--engines", default="hf,vllm")
@@ -117,7 +117,7 @@ def main() -> None:
         return
     device = "cuda" if a.gpu else "cpu"
     models = a.models.split(",") if a.models else (["0.5B"] if a.gpu else ["embedded", "25M"])
-    prompts, repeats = (4, 1) if a.quick else (0, a.repeats)
+    prompts, repeats = (2, 1) if a.quick else (0, a.repeats)
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
     rows = []
     for name in models:

@@ -295,3 +295,15 @@ def test_validation_is_pure_and_repeatable():
 ])
 def test_eval_rules(override, expected):
     assert expected in _eval_error([override])
+
+
+@pytest.mark.parametrize("override,named", [
+    ("rollout.engine=sglang", "rollout.engine='sglang': expected one of hf | vllm | auto"),
+    ("rollout.vllm.gpu_memory_utilization=1.5", "rollout.vllm.gpu_memory_utilization"),
+    ("algo.rollout_correction.mode=tis", "token_truncate"),
+    ("algo.max_tokens_per_micro_batch=0", "algo.max_tokens_per_micro_batch"),
+    ("algo.filter_groups.max_num_gen_batches=-1", "algo.filter_groups.max_num_gen_batches"),
+])
+def test_rollout_engine_values_are_checked_in_one_line(override, named):
+    with pytest.raises(UserError, match=re.escape(named)):
+        validate_train_config(_compose([override]))

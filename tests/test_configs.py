@@ -37,3 +37,15 @@ def test_method_configs_and_registry_agree():
 
 def test_train_groups_are_all_in_conf():
     assert set(TRAIN_GROUPS) <= set(config_groups())
+
+
+def test_vllm_settings_compose_into_train_and_eval_and_are_all_checked():
+    from rlvr_cli import config_schema as schema
+
+    keys = set(OmegaConf.load(CONF_DIR / "vllm" / "default.yaml"))
+    table = {k.rstrip("?") for k in schema._rollout_engine_table()}
+    assert {f"rollout.vllm.{k}" for k in keys} <= table
+    for name in ("train", "eval"):
+        cfg = _compose(["rollout.engine=vllm", "rollout.vllm.gpu_memory_utilization=0.3"], name)
+        assert cfg.rollout.engine == "vllm" and set(cfg.rollout.vllm) == keys
+        assert cfg.rollout.vllm.gpu_memory_utilization == 0.3

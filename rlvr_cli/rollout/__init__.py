@@ -1,4 +1,6 @@
-"""Stage 2: prompts x G -> Rollouts (sampling) and the per-token statistics of a policy on them."""
+"""Stage 2: prompts x G -> Rollouts (sampling, by the engine ``rollout.engine`` names: ``engines.py``,
+``vllm_engine.py``), where responses end (``stopping.py``), the per-token statistics of a policy on
+them (``logprobs.py``) and the engine/trainer mismatch correction (``correction.py``)."""
 from rlvr_cli.rollout.generate import generate_rollouts, sampling_kwargs
 from rlvr_cli.rollout.logprobs import entropy_from_logits, policy_token_stats
 

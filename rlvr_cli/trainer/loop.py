@@ -72,6 +72,7 @@ class GRPOTrainer:
         self.clip = ClipSpec(**{**clip, **self.method.clip_overrides})
         self.grader = MathGrader(**c(cfg.reward))
         self.step, self.bad_streak, self.prev_entropy = 0, 0, None
+        self.gen_s = 0.0  # generation seconds of the current step (all refill rounds)
         self.resume_from = ckpt.resolve_resume(self.trainer_cfg.get("resume"), self.out_dir)
         policy_path = str(self.resume_from / "hf") if self.resume_from else None
         model_cfg = c(cfg.model)
@@ -167,13 +168,15 @@ class GRPOTrainer:
         step = self.step + 1
         self.engine.set_lr_for_step(self.step)
         # 1-3. data -> rollout -> reward, in rounds when DAPO's dynamic sampling refills the batch
+        self.gen_s = 0.0
         rollouts, grades, scores, keep, rounds = self.sample_batch()
         self.rollout.sleep()  # the engine's KV cache (and weights) leave the GPU during the update
-        t_gen = time.perf_counter() - t0
+        t_gen = self.gen_s
         # 4. advantage: group-normalised, broadcast to tokens; groups with no signal dropped (keep)
         adv = grpo_advantages(scores, rollouts.group_ids, self.algo["norm_adv_by_std"], self.algo["adv_eps"])
         metrics = self._rollout_metrics(rollouts, grades, scores, keep, t_gen)
         metrics["rollout/gen_rounds"] = float(rounds)
+        metrics["adv/kept_groups"] = ddp.all_sum(torch.unique(rollouts.group_ids[keep]).numel())
         if hasattr(self.rollout, "sync_s"):
             metrics["perf/weight_sync_s"] = self.rollout.sync_s
         if ddp.all_sum(float(keep.sum())) > 0:
@@ -201,7 +204,9 @@ class GRPOTrainer:
         """One round: the same global batch of prompts on every rank, each rank takes its own (whole
         groups); G samples per prompt; each response graded by the verifier."""
         prompts = self.sampler.next_batch(self.rollout_cfg["prompts_per_step"])[self.rank :: self.world]
+        t0 = time.perf_counter()
         rollouts = self.rollout.generate(prompts, self.algo["group_size"], self.spec)
+        self.gen_s += time.perf_counter() - t0
         grades = self.grader.grade(rollouts.texts, [prompts[g].answer for g in rollouts.group_ids.tolist()])
         return rollouts, grades, torch.tensor([g.score for g in grades])  # scores [N]
 
@@ -212,7 +217,8 @@ class GRPOTrainer:
         ``algo.filter_groups.enabled`` is DAPO's dynamic sampling with refill: rounds of fresh prompts
         until every rank holds its share of ``prompts_per_step`` groups with reward variance (at most
         ``max_num_gen_batches`` rounds; 0 = no limit), the surplus beyond that share left out. A batch
-        still short after the last round trains on what it has (``adv/kept_groups`` says how many)."""
+        still short after the last round trains on what it has (``adv/kept_groups`` says how many).
+        ``perf/gen_s`` counts the generation time of every round (``self.gen_s``)."""
         fg = self.algo.get("filter_groups") or {}
         parts = [self._sample_round()]
         if not fg.get("enabled"):
@@ -250,14 +256,15 @@ class GRPOTrainer:
             return {}
         rc = self.algo.get("rollout_correction") or {}
         mode, cap = rc.get("mode", "off"), float(rc.get("cap", 2.0))
-        train_lp, roll_lp, mask = batch.token.get("trainer_logprobs", batch.old_logprobs), batch.token["rollout_logprobs"], batch.response_mask
-        m = mismatch_metrics(train_lp, roll_lp, mask) if not (self.bypass and "trainer_logprobs" not in batch.token) else {}
-        if self.bypass:  # the PPO ratio π_θ / π_rollout is the correction itself (clipped)
+        roll_lp, mask = batch.token["rollout_logprobs"], batch.response_mask
+        # the trainer's log-probs: π_old, or in bypass mode those of a scoring pass that ran anyway
+        train_lp = batch.token.get("trainer_logprobs", None if self.bypass else batch.old_logprobs)
+        m = mismatch_metrics(train_lp, roll_lp, mask) if train_lp is not None else {}
+        if self.bypass or mode == "off":  # bypass: the PPO ratio π_θ / π_rollout is the correction (clipped)
             return m
-        if mode != "off":
-            w = importance_weights(train_lp, roll_lp, mask, mode, cap)
-            batch.token["rollout_is_weight"] = w
-            m.update(weight_metrics(w, train_lp, roll_lp, mask, mode, cap))
+        w = importance_weights(train_lp, roll_lp, mask, mode, cap)
+        batch.token["rollout_is_weight"] = w
+        m.update(weight_metrics(w, train_lp, roll_lp, mask, mode, cap))
         return m
 
     @property

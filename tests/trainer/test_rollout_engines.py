@@ -51,7 +51,7 @@ def test_refill_generates_until_the_batch_holds_prompts_per_step_groups_with_sig
     assert int(keep.sum()) == 16
     trainer.grader.calls = 0  # the same script again, through the whole step
     m = trainer.train_step()
-    assert m["rollout/gen_rounds"] == 2.0 and "loss/pg" in m
+    assert m["rollout/gen_rounds"] == 2.0 and m["adv/kept_groups"] == 4.0 and "loss/pg" in m
     trainer.close()
 
 
