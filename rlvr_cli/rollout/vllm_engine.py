@@ -41,6 +41,7 @@ from typing import Any
 import torch
 
 from rlvr_cli import dist as ddp
+from rlvr_cli.errors import UserError
 from rlvr_cli.rollout.engines import SamplingSpec
 from rlvr_cli.rollout.stopping import response_mask
 from rlvr_cli.types import Prompt, Rollouts
@@ -131,6 +132,10 @@ class VLLMEngine:
     def __init__(self, model: torch.nn.Module, tokenizer, *, device: torch.device, dtype: torch.dtype,
                  max_model_len: int, cfg: dict[str, Any], weights_version: Callable[[], int] | None = None,
                  zero3: bool = False):
+        if int(cfg.get("tensor_parallel_size") or 1) != 1:
+            # the ranks of a TP group would have to sample the same prompts; the loop gives each rank its own
+            raise UserError("rollout.vllm.tensor_parallel_size > 1 is not supported yet: each rank runs its own "
+                            "engine on its own prompts (tensor_parallel_size=1)")
         _prepare_env(device)
         self.model, self.tokenizer, self.device, self.zero3 = model, tokenizer, device, zero3
         self.weights_version = weights_version or (lambda: 0)

@@ -177,7 +177,7 @@ def test_eval_on_a_local_jsonl(model_path, three_problems, tmp_path):
     assert src["sha256"] == hashlib.sha256(three_problems.read_bytes()).hexdigest()
     assert b["template"] == "qwen_math" and b["max_new_tokens"] == 8 and b["samples"] == 6
     assert res["sampling"] == {"n": 2, "temperature": 0.8, "top_p": 0.9, "max_new_tokens": 8, "batch_size": 256,
-                               "max_prompt_len": None}
+                               "max_prompt_len": None, "engine": "hf"}
     assert res["seed"] == 3 and res["model"]["path"] == model_path and res["model"]["dtype"] == "float32"
     assert res["grader"]["extract"] == "auto" and res["extrapolate"]["enabled"] is False
     assert res["rlvr_version"] and res["wall_s"] > 0 and res["total"]["samples_per_s"] > 0

@@ -23,3 +23,11 @@ def test_vllm_without_the_package_and_unknown_names_are_one_line(monkeypatch):
         engines.resolve_engine("vllm", torch.device("cpu"))
     with pytest.raises(UserError, match="valid: hf, vllm, auto"):
         engines.resolve_engine("sglang", torch.device("cpu"))
+
+
+def test_tensor_parallel_is_refused_in_one_line():
+    from rlvr_cli.rollout.vllm_engine import VLLMEngine
+
+    with pytest.raises(UserError, match="tensor_parallel_size > 1 is not supported"):
+        VLLMEngine(None, None, device=torch.device("cpu"), dtype=torch.float32, max_model_len=8,
+                   cfg={"tensor_parallel_size": 2})
