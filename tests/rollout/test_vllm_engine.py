@@ -117,7 +117,7 @@ def test_greedy_responses_are_the_hf_engines_token_for_token(env):
     assert torch.equal(hf.responses * hf.response_mask, vl.responses * vl.response_mask)
 
 
-@pytest.mark.parametrize("temperature,top_p", [(1.0, 1.0), (1.6, 1.0), (1.0, 0.7)])
+@pytest.mark.parametrize("temperature,top_p", [(1.0, 1.0), (1.6, 0.7)])
 def test_sampled_responses_have_the_hf_engines_statistics(env, temperature, top_p):
     """Same distribution: the trainer's mean token log-prob and the mean length of 256 samples
     agree. A sampler that applied top-k, the model's generation_config or another temperature
