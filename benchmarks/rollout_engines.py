@@ -97,7 +97,7 @@ def run_one(name: str, engine_name: str, prompts_n: int, repeats: int, device_na
         out["peak_mem_gb"] = (torch.cuda.max_memory_allocated() if engine_name == "hf" else total - free) / 2**30
     else:
         out["peak_mem_gb"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) / 2**20
-    getattr(engine, "close", lambda: None)()
+    engine.close()
     return out
 
 

@@ -69,7 +69,7 @@ def overrides(model_dir: Path, run: str, steps: int, quick: bool, smoke: bool = 
     ]
 
 
-def worker(model_dir: Path, run: str, steps: int, quick: bool, out_json: Path, smoke: bool = False) -> None:
+def worker(model_dir: Path, trainer: str, steps: int, quick: bool, out_json: Path, smoke: bool = False) -> None:
     """One run in this process: train, then reload the export and compare."""
     import torch
     from hydra import compose, initialize_config_dir
@@ -79,8 +79,7 @@ def worker(model_dir: Path, run: str, steps: int, quick: bool, out_json: Path, s
 
     _register_resolvers()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides(model_dir, run, steps, quick, smoke))
-    trainer = run
+        cfg = compose(config_name="train", overrides=overrides(model_dir, trainer, steps, quick, smoke))
     run_dir = out_json.with_suffix("")
     trainer_obj = GRPOTrainer(cfg, run_dir)
     model = trainer_obj.model

@@ -426,7 +426,7 @@ def eval_main(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
                         f.write(json.dumps({"benchmark": bench["name"], **s.to_json()}, ensure_ascii=False) + "\n")
             _write(results, out_dir, t_start)
 
-    getattr(engine, "close", lambda: None)()
+    engine.close()
 
     # 4. the report
     _write(results, out_dir, t_start)

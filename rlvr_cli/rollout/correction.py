@@ -44,6 +44,12 @@ def mismatch_metrics(train_lp: torch.Tensor, rollout_lp: torch.Tensor, mask: tor
     }
 
 
+def _log_ratio(train_lp: torch.Tensor, rollout_lp: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
+    """[N, T] log r_t (token modes) or log R broadcast over the response (sequence modes), 0 on padding."""
+    d = (train_lp.float() - rollout_lp.float()) * mask.float()
+    return d.sum(-1, keepdim=True).expand_as(d) * mask.float() if mode.startswith("sequence") else d
+
+
 @torch.no_grad()
 def importance_weights(train_lp: torch.Tensor, rollout_lp: torch.Tensor, mask: torch.Tensor, mode: str,
                        cap: float) -> torch.Tensor:
@@ -54,9 +60,7 @@ def importance_weights(train_lp: torch.Tensor, rollout_lp: torch.Tensor, mask: t
     if mode == "off":
         return m
     log_cap = math.log(cap)
-    d = (train_lp.float() - rollout_lp.float()) * m  # [N, T]
-    if mode.startswith("sequence"):
-        d = d.sum(-1, keepdim=True).expand_as(m)  # log R, per response
+    d = _log_ratio(train_lp, rollout_lp, mask, mode)  # [N, T]
     if mode.endswith("truncate"):
         w = torch.exp(d.clamp(max=log_cap))
     else:
@@ -69,8 +73,5 @@ def weight_metrics(weights: torch.Tensor, train_lp: torch.Tensor, rollout_lp: to
     """Mean weight, and the share of tokens the cap touched (truncated or dropped)."""
     m = mask.float()
     n = m.sum().clamp(min=1.0)
-    d = (train_lp - rollout_lp) * m
-    if mode.startswith("sequence"):
-        d = d.sum(-1, keepdim=True).expand_as(m)
-    capped = (d > math.log(cap)).float() * m
+    capped = (_log_ratio(train_lp, rollout_lp, mask, mode) > math.log(cap)).float() * m
     return {"rollout/is_weight_mean": float((weights * m).sum() / n), "rollout/is_capped_frac": float(capped.sum() / n)}

@@ -6,6 +6,7 @@ response ends whichever engine sampled it. The loop only calls:
 
     engine.generate(prompts, n, spec) -> Rollouts     # prompt-major, n per prompt
     engine.sleep()                                      # free what sampling holds while the update runs
+    engine.close()                                      # at the end of the run
 
 ``HFEngine`` samples with the trainer's own module (``transformers.generate``; nothing to sync).
 ``VLLMEngine`` (``rollout/vllm_engine.py``) is a colocated vLLM engine in the same process that is
@@ -49,6 +50,8 @@ class RolloutEngine(Protocol):
 
     def sleep(self) -> None: ...
 
+    def close(self) -> None: ...
+
 
 class HFEngine:
     """``transformers.generate`` on the trainer's module, in ``batch_size`` sequences per call.
@@ -66,6 +69,9 @@ class HFEngine:
                                      spec.top_p, self.batch_size, spec.max_prompt_len, stop=spec.stop)
 
     def sleep(self) -> None:
+        pass
+
+    def close(self) -> None:
         pass
 
 

@@ -146,8 +146,7 @@ class VLLMEngine:
         self.synced_version: int | None = None
         self.sync_s = 0.0
         self.folder = tempfile.mkdtemp(prefix="rlvr_vllm_")
-        cfg_model = model.config
-        cfg_model.save_pretrained(self.folder)  # config only: the weights come from the trainer
+        model.config.save_pretrained(self.folder)  # config only: the weights come from the trainer
         tokenizer.save_pretrained(self.folder)
         with _kept_process_state():
             from vllm import LLM

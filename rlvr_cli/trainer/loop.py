@@ -100,7 +100,7 @@ class GRPOTrainer:
         self.rollout = build_engine(
             r.get("engine", "hf"), model=self.model, tokenizer=self.tokenizer, policy=self.actor.sampling,
             batch_size=r["batch_size"], device=self.device, dtype=self.precision.compute,
-            max_model_len=self._max_model_len(model_cfg), vllm_cfg={"seed": cfg.seed, **(r.get("vllm") or {})},
+            max_model_len=self._max_model_len(), vllm_cfg={"seed": cfg.seed, **(r.get("vllm") or {})},
             weights_version=lambda: self.actor.updates, zero3=self.actor.zero3,
         )
         ddp.print0(f"rollout: {self.rollout.name}")
@@ -132,7 +132,7 @@ class GRPOTrainer:
             ddp.print0(f"KL reference: ZeRO-3 partitioned over {self.world} ranks")
         return ref
 
-    def _max_model_len(self, model_cfg: dict[str, Any]) -> int:
+    def _max_model_len(self) -> int:
         """Prompt + response budget for the vLLM engine, within the model's positions."""
         limit = int(getattr(self.model.config, "max_position_embeddings", None) or 1 << 20)
         new = max(int(self.rollout_cfg["max_new_tokens"]), int(self.cfg.val.max_new_tokens))
@@ -418,6 +418,6 @@ class GRPOTrainer:
 
     def close(self) -> None:
         self.grader.close()
-        getattr(self.rollout, "close", lambda: None)()
+        self.rollout.close()
         if self.distributed:
             ddp.shutdown()
