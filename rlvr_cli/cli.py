@@ -27,6 +27,8 @@ commands:
   eval    avg@n / pass@k / maj@n on benchmarks (rlvr eval model=<dir|hub id> eval.n=32)
   ls      list config groups, their options, and recipes
   report  compare finished runs (rlvr report runs/sweeps/<time>): accuracy, entropy trajectory, step time
+  analyze table + PNG plots + entropy-performance law fit + covariance check of runs
+          (rlvr analyze runs/sweeps/<time>); Δlog p of two models (rlvr analyze dlogp base=M rl=M data=D)
 
 Hydra flags work after the command: -m (sweeps), --cfg job, --help."""
 
@@ -127,8 +129,13 @@ def main(argv: list[str] | None = None) -> None:
 
             report_main(rest)
             return
+        if command == "analyze":
+            from rlvr_cli.analysis.analyze import analyze_main
+
+            analyze_main(rest)
+            return
         if command not in COMMANDS:
-            raise UserError(f"unknown command '{command}'; valid: {', '.join([*COMMANDS, 'ls', 'report'])}")
+            raise UserError(f"unknown command '{command}'; valid: {', '.join([*COMMANDS, 'ls', 'report', 'analyze'])}")
         _run_app(command, normalise_overrides(rest, COMMANDS[command]))
     except UserError as e:
         print(f"rlvr: error: {e}", file=sys.stderr)

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
-AGG_MODES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm")
+AGG_MODES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm",
+             "seq-mean-token-sum-norm-by-seqs")
 KL_TYPES = ("k1", "kl", "abs", "k2", "mse", "k3", "low_var_kl")
 
 
@@ -77,9 +78,12 @@ def agg_loss(
     token-mean:              Σ m·ℓ / N_tok,   N_tok = ``num_tokens`` or Σm
     seq-mean-token-sum:      Σ_i Σ_t m·ℓ / G, G = ``num_seqs`` or #rows with a valid token
     seq-mean-token-mean:     Σ_i (Σ_t m·ℓ / n_i) / G
-    seq-mean-token-sum-norm: Σ_i Σ_t m·ℓ / C (Dr.GRPO), C = ``scale_factor`` or T; when ``num_seqs`` is
-                             given the result is also divided by it [ours: a mean over responses, so the
-                             loss does not grow with the batch; verl divides by C only].
+    seq-mean-token-sum-norm: Σ_i Σ_t m·ℓ / C (Dr.GRPO), C = ``scale_factor`` or T. No division by the
+                             number of sequences and no dp factor (verl; spec §4, §12.10): the loss of a
+                             mini-batch is its token sum over C, so it grows with the batch.
+    seq-mean-token-sum-norm-by-seqs: the same, also divided by G (``num_seqs`` or #rows with a valid
+                             token) [ours, a named option: a mean over responses; it rescales every
+                             coefficient added to the loss by 1/G against verl].
 
     Passing the mini-batch totals as ``num_tokens`` / ``num_seqs`` makes the sum of micro-batch losses
     equal the loss of the whole mini-batch (the global normaliser). With no valid token the result is a
@@ -97,10 +101,13 @@ def agg_loss(
         per_seq = torch.where(valid_rows, per_seq, torch.zeros_like(per_seq))
         denom = float(num_seqs) if num_seqs is not None else float(valid_rows.sum())
         return per_seq.sum() / denom if denom > 0 else per_seq.sum() * 0.0
-    if mode == "seq-mean-token-sum-norm":
+    if mode in ("seq-mean-token-sum-norm", "seq-mean-token-sum-norm-by-seqs"):
         c = float(scale_factor) if scale_factor is not None else float(loss.shape[-1])
         out = token_sum.sum() / c
-        return out / float(num_seqs) if num_seqs else out
+        if mode == "seq-mean-token-sum-norm":
+            return out
+        denom = float(num_seqs) if num_seqs is not None else float(valid_rows.sum())
+        return out / denom if denom > 0 else out * 0.0
     raise ValueError(f"unknown loss_agg_mode {mode!r}; valid: {', '.join(AGG_MODES)}")
 
 

@@ -60,20 +60,29 @@ def trajectory(values: list[float], points: int = TRAJECTORY_POINTS) -> list[flo
     return [sum(values[a:b]) / (b - a) for a, b in zip(bounds, bounds[1:])]
 
 
+def read_rows(run_dir: Path) -> list[dict[str, Any]]:
+    """The rows of a run's ``metrics.jsonl`` (one per logged step; step 0 = validation before training)."""
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
 def summarize_run(run_dir: Path) -> dict[str, Any]:
     """The figures of one run folder (see the module docstring)."""
     from omegaconf import OmegaConf
 
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = read_rows(run_dir)
     cfg_path = run_dir / "resolved_config.yaml"
     cfg = OmegaConf.load(cfg_path) if cfg_path.is_file() else OmegaConf.create({})
     train = [r for r in rows if r.get("step", 0) > 0 and "reward/mean" in r]
     entropy = _finite(r.get("actor/entropy") for r in train)
     key = _val_key(rows)
     val = [(r["step"], float(r[key])) for r in rows if key and r.get(key) is not None]
+    length = _finite(r.get("rollout/response_len_mean") for r in train)
+    wall = _finite(r.get("perf/step_s") for r in train) + _finite(r.get("perf/val_s") for r in rows)
     return {
         "run": run_dir.name,
         "method": OmegaConf.select(cfg, "method.name", default="?"),
+        "algo": OmegaConf.select(cfg, "algo.name", default="?"),
+        "seed": OmegaConf.select(cfg, "seed", default=None),
         "steps": max((r["step"] for r in train), default=0),
         "val_metric": key,
         "val_start": val[0][1] if val and val[0][0] == 0 else None,
@@ -82,8 +91,11 @@ def summarize_run(run_dir: Path) -> dict[str, Any]:
         "entropy_start": entropy[0] if entropy else None,
         "entropy_end": entropy[-1] if entropy else None,
         "entropy_trajectory": trajectory(entropy),
+        "response_len_start": length[0] if length else None,
+        "response_len_end": length[-1] if length else None,
         "train_acc_last10": _mean(_finite(r.get("reward/accuracy") for r in train[-10:])),
         "step_s_mean": _mean(_finite(r.get("perf/step_s") for r in train)),
+        "wall_s": sum(wall) if wall else None,  # training steps + validations (resume-safe)
     }
 
 

@@ -72,3 +72,36 @@ def entropy_dynamics(logprobs: torch.Tensor, entropy: torch.Tensor, advantages: 
         "cov/pos_frac": float((cov > 0).float().mean()),
         "cov/max": float(cov.max()),
     }
+
+
+def policy_covariance(logits: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Cov_{a∼π}(log π(a), values(a)) with π = softmax(logits), probability-weighted (Cui et al. §4).
+
+    logits, values: [..., V] -> [...]. = E_π[log π · v] − E_π[log π]·E_π[v].
+    """
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    p = logp.exp()
+    v = values.float()
+    return (p * logp * v).sum(-1) - (p * logp).sum(-1) * (p * v).sum(-1)
+
+
+def entropy_change_first_order(logits: torch.Tensor, logit_update: torch.Tensor) -> torch.Tensor:
+    """First-order entropy change of a softmax policy under a logit update Δz (Cui et al. §4, spec §7):
+
+        H(softmax(z + Δz)) − H(softmax(z)) ≈ −Cov_{a∼π}(log π(a), Δz(a)).       [..., V] -> [...]
+    """
+    return -policy_covariance(logits, logit_update)
+
+
+def pg_entropy_change(logits: torch.Tensor, advantages: torch.Tensor, lr: float, kind: str = "natural") -> torch.Tensor:
+    """ΔH to first order after one policy-gradient step with per-action advantages A(s, a) [..., V]:
+    natural PG Δz = η·A gives ΔH ≈ −η·Cov(log π, A); tabular softmax (vanilla) PG Δz = η·π·A gives
+    ΔH ≈ −η·Cov(log π, π·A) (Cui et al. §4). The loop's ``cov/mean`` is the sampled-token estimate of
+    the natural-PG covariance (advantage of the sampled response as A)."""
+    if kind == "natural":
+        update = lr * advantages.float()
+    elif kind == "tabular":
+        update = lr * torch.softmax(logits.float(), -1) * advantages.float()
+    else:
+        raise ValueError(f"unknown policy-gradient kind {kind!r}; valid: natural, tabular")
+    return entropy_change_first_order(logits, update)

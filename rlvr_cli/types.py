@@ -147,9 +147,14 @@ class MethodOutput:
     extra_loss: scalar added after aggregation; the loop scales it by the micro-batch's share of the
         mini-batch so a mean over micro-batches results (entropy bonus, SIREN's regulariser).
     metrics: scalars to log under ``method/<name>/``.
+    reference_metrics: what the reference implementation logs under its own name where its meaning
+        differs from the loop's vanilla value (verl's Clip-Cov logs its selected fraction as
+        ``actor/pg_clipfrac``, KL-Cov the mean |lp − old| as ``actor/ppo_kl``): these replace the
+        loop's values under those names; the loop's own always stay under ``ppo/*``.
     """
 
     token_weights: torch.Tensor | None = None
     token_loss: torch.Tensor | None = None
     extra_loss: torch.Tensor | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    reference_metrics: dict[str, float] = field(default_factory=dict)

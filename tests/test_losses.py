@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from rlvr_cli.losses import ClipSpec, agg_loss, clipped_token_loss, kl_penalty
+from rlvr_cli.losses import AGG_MODES, ClipSpec, agg_loss, clipped_token_loss, kl_penalty
 
 
 def _lp(ratio):
@@ -66,6 +66,13 @@ def test_agg_modes_match_hand_values_and_ignore_padding_nan(mode, expected):
     assert agg_loss(LOSS, MASK, mode).item() == pytest.approx(expected)
 
 
+def test_sum_norm_never_divides_by_sequences_and_the_per_seq_variant_is_named():
+    # verl (spec §4, §12.10): Σ ℓ / C even when the loop passes the mini-batch's sequence count
+    assert agg_loss(LOSS, MASK, "seq-mean-token-sum-norm", num_seqs=2, scale_factor=5).item() == pytest.approx(10 / 5)
+    assert agg_loss(LOSS, MASK, "seq-mean-token-sum-norm-by-seqs", num_seqs=2, scale_factor=5).item() == pytest.approx(1.0)
+    assert agg_loss(LOSS, MASK, "seq-mean-token-sum-norm-by-seqs", scale_factor=5).item() == pytest.approx(1.0)
+
+
 def test_global_normaliser_makes_micro_batches_add_up():
     full = agg_loss(LOSS, MASK, "token-mean")
     parts = sum(agg_loss(LOSS[i : i + 1], MASK[i : i + 1], "token-mean", num_tokens=4) for i in range(2))
@@ -77,7 +84,7 @@ def test_global_normaliser_makes_micro_batches_add_up():
 
 def test_all_masked_gives_connected_zero_not_nan():
     x = torch.ones(2, 3, requires_grad=True)
-    for mode in ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"):
+    for mode in AGG_MODES:
         out = agg_loss(x, torch.zeros(2, 3), mode)
         assert out.item() == 0.0
         out.backward()

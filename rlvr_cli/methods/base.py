@@ -8,6 +8,10 @@ The loop asks a method three things, in this order, every training step:
 2. ``prepare(batch, ctx)``: once per step, over the whole train batch (gathered across data-parallel
    ranks through ``ctx.gather``): batch-scope statistics (quantiles, top-k, anchors). It may store
    per-token tensors [N, T] in ``batch.method``; the loop slices them into micro-batches. Returns metrics.
+2b. ``prepare_minibatch(mini, current, ctx, where)``: before each optimizer step, over the whole
+   mini-batch that step sees (gathered across ranks), with the *current* policy's statistics named in
+   ``needs.minibatch`` (no grad): Clip-Cov / KL-Cov select their tokens here by default (spec
+   methods-grpo-cov.md §1, §8). Per-token tensors go in ``mini.method``. Returns metrics.
 3. ``loss(mb)``: per micro-batch, a ``MethodOutput`` (token weights / loss mask / per-token terms /
    extra scalar loss / metrics). The clipped objective and aggregation live once in ``rlvr_cli.losses``;
    a method can only change their settings through ``clip_overrides`` (e.g. KL-Cov turns clipping off).
@@ -34,6 +38,10 @@ class TokenNeeds:
     rollout: tuple[str, ...] = ()  # on the rollout policy, whole batch, no grad -> TrainBatch.token
     update: tuple[str, ...] = ()  # on the current policy in the loss -> PolicyBatch.token
     update_grad: tuple[str, ...] = ()  # the subset of ``update`` that must carry gradients
+    # on the current policy over each whole mini-batch before its optimizer step, no grad
+    # -> ``current`` of ``prepare_minibatch`` (the rollout pass's values on a step's first mini-batch,
+    # where the weights have not moved yet)
+    minibatch: tuple[str, ...] = ()
     fns: dict[str, TokenFn] = field(default_factory=dict)
 
 
@@ -48,6 +56,7 @@ class StepContext:
     gather: Callable[[torch.Tensor], torch.Tensor] = lambda x: x
     world_size: int = 1
     rank: int = 0
+    clip: Any = None  # the effective losses.ClipSpec (algo settings after the method's overrides)
 
 
 class Method:
@@ -69,6 +78,12 @@ class Method:
         return dict(self.cfg.loss)
 
     def prepare(self, batch: TrainBatch, ctx: StepContext) -> dict[str, float]:
+        return {}
+
+    def prepare_minibatch(self, mini: TrainBatch, current: dict[str, torch.Tensor], ctx: StepContext,
+                          where: tuple[int, int]) -> dict[str, float]:
+        """Once per optimizer step: ``mini`` is this rank's share of the mini-batch, ``current`` the
+        statistics of ``needs.minibatch`` at the current weights ([n, T] each), ``where`` (epoch, mini-batch)."""
         return {}
 
     def loss(self, mb: PolicyBatch) -> MethodOutput:

@@ -9,11 +9,18 @@ weight 0, still counted in the loss denominator. Every other token gets the ordi
 Change from GRPO: 0/1 token weights. Also, as every Clip-Cov recipe does, the clip range is widened to
 ε_low = ε_high = 1 (r clamped to [0, 2]) and dual-clip is off (``clip_overrides``).
 
+Scope of N, the means and the draw (``stats_scope``, spec §1, §8, §12.5–6):
+- ``mini_batch`` (default, spec §1 [OURS]): once per optimizer step over the whole mini-batch that
+  step sees (gathered over ranks), from the *current* log-probs (detached; a no-grad pass before the
+  step, the rollout pass itself on a step's first mini-batch), PPO-clipped tokens excluded;
+- ``micro_batch``: per micro-batch on each rank from the current log-probs — verl's code;
+- ``batch``: once per step over the whole train batch from the rollout log-probs, the selection
+  reused in every mini-batch and epoch (tokens clipped later can never be excluded).
+
 Ours (spec §8, §11): the subset comes from a dedicated ``torch.Generator`` seeded from
 (seed, step, epoch, minibatch, microbatch, rank), never torch's global one; the ratio can be annealed
-(a ratio of exactly 0 selects nothing); ``stats_scope: batch`` (default) computes C, N and the draw once
-per step over the whole train batch from the rollout-policy log-probs (= current at the step start),
-``micro_batch`` per micro-batch from the current log-probs, as verl does.
+(a ratio of exactly 0 selects nothing). verl logs the selected fraction |S|/N as
+``actor/pg_clipfrac`` (``reference_metrics``); the PPO clip fraction stays under ``ppo/clipfrac``.
 """
 from __future__ import annotations
 
@@ -25,12 +32,13 @@ from typing import Any
 import torch
 
 from rlvr_cli.losses import ClipSpec, clipped_token_loss
-from rlvr_cli.methods.base import Method, MethodConfig, StepContext, register_method
+from rlvr_cli.methods.base import Method, MethodConfig, StepContext, TokenNeeds, register_method
 from rlvr_cli.stats import batch_covariance, token_covariance
 from rlvr_cli.methods.schedule import Schedule, select_count
 from rlvr_cli.types import MethodOutput, PolicyBatch, TrainBatch
 
 DETACH_KEY = "clip_cov_detach"
+SCOPES = ("mini_batch", "micro_batch", "batch")
 
 
 def clip_cov_candidates(
@@ -81,13 +89,13 @@ class ClipCovConfig(MethodConfig):
     ratio: float = 2e-4
     lb: float = 1.0
     ub: float = 5.0
-    stats_scope: str = "batch"
+    stats_scope: str = "mini_batch"
     ratio_schedule: Any = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.ratio_schedule = Schedule.from_any(self.ratio_schedule)
-        if self.stats_scope not in ("batch", "micro_batch"):
-            raise ValueError(f"clip_cov.stats_scope {self.stats_scope!r}; valid: batch, micro_batch")
+        if self.stats_scope not in SCOPES:
+            raise ValueError(f"clip_cov.stats_scope {self.stats_scope!r}; valid: {', '.join(SCOPES)}")
         if not self.lb < self.ub:
             raise ValueError(f"clip_cov needs lb < ub, got lb={self.lb}, ub={self.ub}")
 
@@ -130,6 +138,10 @@ class ClipCov(Method):
                        "selected_cov_mean": float(sel_cov.mean()) if n_sel else 0.0}
         return selected, metrics
 
+    @property
+    def needs(self) -> TokenNeeds:
+        return TokenNeeds(minibatch=("logprobs",)) if self.cfg.stats_scope == "mini_batch" else TokenNeeds()
+
     def prepare(self, batch: TrainBatch, ctx: StepContext) -> dict[str, float]:
         self.seed, self.rank = ctx.seed, ctx.rank
         self.ratio = self.cfg.ratio_schedule.value(self.cfg.ratio, ctx.step, ctx.total_steps)
@@ -143,17 +155,33 @@ class ClipCov(Method):
         batch.method[DETACH_KEY] = selected.float()  # [N, T]
         return metrics
 
+    def prepare_minibatch(self, mini: TrainBatch, current: dict[str, torch.Tensor], ctx: StepContext,
+                          where: tuple[int, int]) -> dict[str, float]:
+        if self.cfg.stats_scope != "mini_batch":
+            return {}
+        lp, mask = current["logprobs"], mini.response_mask  # [n, T] current policy, no grad
+        cov = batch_covariance(lp, mini.advantages, mask, ctx.gather)  # [n, T], means over the mini-batch
+        spec = ctx.clip if ctx.clip is not None else ClipSpec(**self.clip_overrides)
+        _, info = clipped_token_loss(lp, mini.old_logprobs, mini.advantages, spec)
+        selected, metrics = self._select(cov, mask, info["clipped"], ctx.step, (*where, 0), ctx.gather)
+        mini.method[DETACH_KEY] = selected.float()  # [n, T]
+        return metrics
+
     def loss(self, mb: PolicyBatch) -> MethodOutput:
-        if self.cfg.stats_scope == "batch":
-            return MethodOutput(token_weights=clip_cov_weights(mb.method[DETACH_KEY].bool()))
-        # verl: C from the current (detached) log-probs of this micro-batch on this rank
-        lp = mb.logprobs.detach()
-        cov = token_covariance(lp, mb.advantages, mb.response_mask)  # [n, T]
-        spec = mb.clip if mb.clip is not None else ClipSpec(**self.clip_overrides)
-        _, info = clipped_token_loss(lp, mb.old_logprobs, mb.advantages, spec)
-        selected, metrics = self._select(
-            cov, mb.response_mask, info["clipped"], mb.step, mb.microbatch_index, lambda x: x)
-        return MethodOutput(token_weights=clip_cov_weights(selected), metrics=metrics)
+        metrics: dict[str, float] = {}
+        if self.cfg.stats_scope in ("batch", "mini_batch"):
+            selected = mb.method[DETACH_KEY].bool()
+        else:  # verl: C from the current (detached) log-probs of this micro-batch on this rank
+            lp = mb.logprobs.detach()
+            cov = token_covariance(lp, mb.advantages, mb.response_mask)  # [n, T]
+            spec = mb.clip if mb.clip is not None else ClipSpec(**self.clip_overrides)
+            _, info = clipped_token_loss(lp, mb.old_logprobs, mb.advantages, spec)
+            selected, metrics = self._select(
+                cov, mb.response_mask, info["clipped"], mb.step, mb.microbatch_index, lambda x: x)
+        n_valid = float(mb.response_mask.sum())
+        # verl's compute_policy_loss_clip_cov returns |S|/N as pg_clipfrac and no lower clip fraction
+        ref = {"actor/pg_clipfrac": float(selected.sum()) / n_valid if n_valid else 0.0, "actor/pg_clipfrac_lower": 0.0}
+        return MethodOutput(token_weights=clip_cov_weights(selected), metrics=metrics, reference_metrics=ref)
 
     def state_dict(self) -> dict[str, Any]:
         # the generator is re-seeded before every draw from (seed, step, position), so a resumed run

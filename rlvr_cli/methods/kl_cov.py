@@ -11,9 +11,16 @@ Change from GRPO: ``token_loss`` on the selected tokens, and no PPO clipping at 
 
 Ours (spec §9, §11): ratio in fraction units (PRIME-RL's ``k_percent`` is in percent); ties in the top-k
 broken stably — larger C first, then smaller flat index (rank-major, then row-major); β and the ratio can
-be annealed (a ratio of exactly 0 selects nothing); ``stats_scope: batch`` (default) ranks C once per
-step over the whole train batch with the rollout-policy log-probs (= current at the step start);
-``micro_batch`` ranks per micro-batch from the current log-probs, as verl does.
+be annealed (a ratio of exactly 0 selects nothing).
+
+Scope of N, the means and the top-k (``stats_scope``, spec §1, §9, §12.5–6): ``mini_batch`` (default,
+spec §1 [OURS]) once per optimizer step over the whole mini-batch that step sees (gathered over ranks)
+from the *current* log-probs (detached); ``micro_batch`` per micro-batch on each rank from the current
+log-probs, as verl's code does; ``batch`` once per step over the train batch from the rollout log-probs.
+
+Metric names: verl's kl_cov loss returns mean |lp − old| as ``actor/ppo_kl`` and no clip fraction; that
+is what ``actor/ppo_kl`` / ``actor/pg_clipfrac`` hold under this method (``reference_metrics``); the
+signed k1 value stays under ``ppo/kl`` for every method.
 
 When lp == old on every token (one mini-batch and one PPO epoch: fully on-policy), |lp − old| = 0 and
 its subgradient sign(0) = 0, so KL-Cov is a no-op; this warns once.
@@ -27,12 +34,13 @@ from typing import Any
 
 import torch
 
-from rlvr_cli.methods.base import Method, MethodConfig, StepContext, register_method
+from rlvr_cli.methods.base import Method, MethodConfig, StepContext, TokenNeeds, register_method
 from rlvr_cli.stats import batch_covariance, token_covariance
 from rlvr_cli.methods.schedule import Schedule, select_count
 from rlvr_cli.types import MethodOutput, PolicyBatch, TrainBatch
 
 SELECT_KEY = "kl_cov_selected"
+SCOPES = ("mini_batch", "micro_batch", "batch")
 ON_POLICY_WARNING = (
     "kl_cov: lp == old on every token of a whole training step, so the KL-Cov penalty |lp − old| and its "
     "gradient were 0 (fully on-policy: one mini-batch and one PPO epoch). KL-Cov only binds from the second "
@@ -85,15 +93,15 @@ class KlCovConfig(MethodConfig):
     name: str = "kl_cov"
     ratio: float = 2e-3
     beta: float = 1.0
-    stats_scope: str = "batch"
+    stats_scope: str = "mini_batch"
     beta_schedule: Any = field(default_factory=dict)
     ratio_schedule: Any = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.beta_schedule = Schedule.from_any(self.beta_schedule)
         self.ratio_schedule = Schedule.from_any(self.ratio_schedule)
-        if self.stats_scope not in ("batch", "micro_batch"):
-            raise ValueError(f"kl_cov.stats_scope {self.stats_scope!r}; valid: batch, micro_batch")
+        if self.stats_scope not in SCOPES:
+            raise ValueError(f"kl_cov.stats_scope {self.stats_scope!r}; valid: {', '.join(SCOPES)}")
         if not 0.0 <= self.ratio <= 1.0:
             raise ValueError(
                 f"kl_cov.ratio is a fraction of tokens in [0, 1] (not PRIME-RL's percent), got {self.ratio}")
@@ -115,6 +123,10 @@ class KlCov(Method):
     def clip_overrides(self) -> dict[str, Any]:
         return {**self.DEFAULT_CLIP, **self.cfg.loss}
 
+    @property
+    def needs(self) -> TokenNeeds:
+        return TokenNeeds(minibatch=("logprobs",)) if self.cfg.stats_scope == "mini_batch" else TokenNeeds()
+
     def prepare(self, batch: TrainBatch, ctx: StepContext) -> dict[str, float]:
         self._track_step(ctx.step)
         self.beta = self.cfg.beta_schedule.value(self.cfg.beta, ctx.step, ctx.total_steps)
@@ -122,18 +134,28 @@ class KlCov(Method):
         metrics = {"beta": self.beta, "ratio": self.ratio}
         if self.cfg.stats_scope != "batch":
             return metrics
-        mask = batch.response_mask
         # rollout-policy log-probs: equal to the current ones at the start of the step
-        cov = batch_covariance(batch.old_logprobs, batch.advantages, mask, ctx.gather)  # [N, T]
+        return {**metrics, **self._select_into(batch, batch.old_logprobs, ctx)}
+
+    def prepare_minibatch(self, mini: TrainBatch, current: dict[str, torch.Tensor], ctx: StepContext,
+                          where: tuple[int, int]) -> dict[str, float]:
+        if self.cfg.stats_scope != "mini_batch":
+            return {}
+        return self._select_into(mini, current["logprobs"], ctx)
+
+    def _select_into(self, batch: TrainBatch, logprobs: torch.Tensor, ctx: StepContext) -> dict[str, float]:
+        """Top-k by C over ``batch`` on every rank (means over all of it), stored as ``batch.method[SELECT_KEY]``."""
+        mask = batch.response_mask
+        cov = batch_covariance(logprobs, batch.advantages, mask, ctx.gather)  # [n, T]
         n_valid = int(ctx.gather(mask.bool().sum().reshape(1)).sum())
-        selected = kl_cov_topk_mask(cov, mask, select_count(self.ratio, n_valid), ctx.gather, ctx.rank)  # [N, T]
+        selected = kl_cov_topk_mask(cov, mask, select_count(self.ratio, n_valid), ctx.gather, ctx.rank)  # [n, T]
         batch.method[SELECT_KEY] = selected.float()
-        return {**metrics, **_selection_metrics(cov, selected, n_valid, ctx.gather)}
+        return _selection_metrics(cov, selected, n_valid, ctx.gather)
 
     def loss(self, mb: PolicyBatch) -> MethodOutput:
         self._track_step(mb.step)
         metrics: dict[str, float] = {}
-        if self.cfg.stats_scope == "batch":
+        if self.cfg.stats_scope in ("batch", "mini_batch"):
             selected = mb.method[SELECT_KEY].bool()
         else:  # verl: C from the current (detached) log-probs of this micro-batch, plain means
             cov = token_covariance(mb.logprobs.detach(), mb.advantages, mb.response_mask)  # [n, T]
@@ -147,7 +169,10 @@ class KlCov(Method):
             self._step_selected |= bool(selected.any())
             self._step_off_policy |= bool((gap[valid] > 0).any())
             metrics["penalty_mean"] = float(gap[selected].mean()) if selected.any() else 0.0
-        return MethodOutput(token_loss=token_loss, metrics=metrics)
+            # verl's compute_policy_loss_kl_cov: ppo_kl = masked_mean(|lp − old|), no clip fractions
+            ref = {"actor/ppo_kl": float(gap[valid].mean()) if valid.any() else 0.0,
+                   "actor/pg_clipfrac": 0.0, "actor/pg_clipfrac_lower": 0.0}
+        return MethodOutput(token_loss=token_loss, metrics=metrics, reference_metrics=ref)
 
     def _track_step(self, step: int) -> None:
         """At the first call of a new step, warn (once per run) if the previous step was fully on-policy."""

@@ -82,6 +82,8 @@ class Totals:
 
 # (micro-batch, (epoch, mini-batch, micro-batch), its mini-batch's totals) -> (loss, scalar metrics)
 MicroLoss = Callable[[TrainBatch, tuple[int, int, int], Totals], tuple[torch.Tensor, dict[str, float]]]
+# (whole mini-batch on this rank, (epoch, mini-batch)) -> scalar metrics; may fill ``mini.method``
+BeforeStep = Callable[[TrainBatch, tuple[int, int]], dict[str, float]]
 
 
 class Actor:
@@ -139,16 +141,17 @@ class Actor:
             )
 
     @torch.no_grad()
-    def score(self, batch: TrainBatch, names: list[str], fns: dict | None = None) -> dict[str, torch.Tensor]:
+    def score(self, batch: TrainBatch, names: list[str], fns: dict | None = None,
+              reference: bool = True) -> dict[str, torch.Tensor]:
         """Token statistics of the current weights on the batch (eval mode, no grad, chunked), plus
-        ``ref_logprobs`` when there is a reference model. {name: [N, T] float32, on the CPU}."""
+        ``ref_logprobs`` when there is a reference model (and ``reference``). {name: [N, T] float32, on the CPU}."""
         self.model.eval()
         out: dict[str, torch.Tensor] = {}
         n, t = batch.response_mask.shape
         for idx in self.micro_splits(batch):
             ro = rows(batch, idx).rollouts  # a dummy where this rank has fewer micro-batches
             stats = self._token_stats(self.model, ro, names if idx.numel() else ["logprobs"], (), fns)
-            if self.ref_model is not None:
+            if self.ref_model is not None and reference:
                 stats["ref_logprobs"] = self._token_stats(self.ref_model, ro, ["logprobs"])["logprobs"]
             if not idx.numel():
                 continue
@@ -169,20 +172,27 @@ class Actor:
         return Totals(*(ddp.all_sum(x) for x in (
             pg_mask.sum(), (pg_mask.sum(-1) > 0).sum(), mini.response_mask.sum(), (mini.response_mask.sum(-1) > 0).sum())))
 
-    def update(self, batch: TrainBatch, mini_batch_size: int, ppo_epochs: int, loss_fn: MicroLoss) -> tuple[dict[str, float], int]:
+    def update(self, batch: TrainBatch, mini_batch_size: int, ppo_epochs: int, loss_fn: MicroLoss,
+               before_step: BeforeStep | None = None) -> tuple[dict[str, float], int]:
         """PPO epochs over mini-batches (one optimizer step each) of micro-batches (grad accumulation).
 
         A mini-batch is ``mini_batch_size`` responses of the global batch: each rank takes the same
-        share of its local rows. Returns (metrics, optimizer steps skipped for a non-finite loss or
-        gradient). Loss metrics are per mini-batch sums, the rest means over micro-batches.
+        share of its local rows. ``before_step`` runs on each whole mini-batch before its micro-batches
+        (mini-batch-scope method statistics). Returns (metrics, optimizer steps skipped for a non-finite
+        loss or gradient). Loss metrics are per mini-batch sums, ``before_step``'s means over
+        mini-batches, the rest means over micro-batches.
         """
         sums: dict[str, float] = {}
+        pre: dict[str, float] = {}
         n_local = len(batch)
         n_mini = max(1, math.ceil(ddp.all_sum(n_local) / mini_batch_size))
         skipped = 0
         for epoch in range(ppo_epochs):
             for mb_i, mb_idx in enumerate(torch.tensor_split(torch.arange(n_local), n_mini)):
-                finite = self._accumulate(rows(batch, mb_idx), (epoch, mb_i), loss_fn, sums)
+                mini = rows(batch, mb_idx)
+                for k, v in (before_step(mini, (epoch, mb_i)) if before_step else {}).items():
+                    pre[k] = pre.get(k, 0.0) + v
+                finite = self._accumulate(mini, (epoch, mb_i), loss_fn, sums)
                 grad_norm = self.engine.step() if finite else self.engine.skip_step()
                 self.updates += 1
                 if not math.isfinite(grad_norm):
@@ -196,6 +206,7 @@ class Actor:
         out.update({k: v / max(1, sums.get("#micro", 0)) for k, v in sums.items() if not k.startswith(("loss/", "#", "optim/"))})
         if skipped < n_steps and "optim/grad_norm" in sums:
             out["optim/grad_norm"] = sums["optim/grad_norm"] / (n_steps - skipped)
+        out.update({k: v / n_steps for k, v in pre.items()})
         out["train/nonfinite_skipped"] = float(skipped)
         return out, skipped
 

@@ -187,9 +187,7 @@ class GRPOTrainer:
             metrics.update(self._dynamics(batch))
             metrics.update(self._rollout_correction(batch))
             # 6. method: batch-scope statistics (quantiles, top-k, anchors) over the whole train batch
-            ctx = StepContext(step=step, total_steps=self.trainer_cfg["max_steps"], seed=self.cfg.seed,
-                              gather=ddp.gather_1d, world_size=self.world, rank=self.rank)
-            metrics.update({f"method/{self.method.name}/{k}": v for k, v in self.method.prepare(batch, ctx).items()})
+            metrics.update({f"method/{self.method.name}/{k}": v for k, v in self.method.prepare(batch, self._ctx(step)).items()})
             # 7. loss + optimizer steps over mini-/micro-batches
             metrics.update(self.update(batch, step))
         else:
@@ -290,12 +288,31 @@ class GRPOTrainer:
         token["old_logprobs"] = token.pop("logprobs")
         return token
 
+    def _ctx(self, step: int) -> StepContext:
+        return StepContext(step=step, total_steps=self.trainer_cfg["max_steps"], seed=self.cfg.seed,
+                           gather=ddp.gather_1d, world_size=self.world, rank=self.rank, clip=self.clip)
+
     def update(self, batch: TrainBatch, step: int) -> dict[str, float]:
         """PPO epochs x mini-batches x micro-batches of ``_micro_loss`` (the actor runs them)."""
         metrics, skipped = self.actor.update(batch, self.algo["mini_batch_size"], self.algo["ppo_epochs"],
-                                             lambda mb, where, totals: self._micro_loss(mb, step, where, totals))
+                                             lambda mb, where, totals: self._micro_loss(mb, step, where, totals),
+                                             lambda mini, where: self._prepare_minibatch(mini, step, where))
         self.bad_streak = self.bad_streak + 1 if skipped else 0
         return metrics
+
+    def _prepare_minibatch(self, mini: TrainBatch, step: int, where: tuple[int, int]) -> dict[str, float]:
+        """The method's mini-batch statistics from the current policy, before this optimizer step. On a
+        step's first mini-batch the weights are those the old log-probs were scored with, so those are
+        reused; later mini-batches (and epochs) take a no-grad pass at the current weights."""
+        names = self.method.needs.minibatch
+        if not names:
+            return {}
+        if where == (0, 0) and not self.bypass and all(n == "logprobs" or n in mini.token for n in names):
+            current = {n: mini.old_logprobs if n == "logprobs" else mini.token[n] for n in names}
+        else:
+            current = self.actor.score(mini, list(names), self.method.needs.fns, reference=False)
+        out = self.method.prepare_minibatch(mini, current, self._ctx(step), where)
+        return {f"method/{self.method.name}/{k}": v for k, v in out.items()}
 
     def _rollout_metrics(self, rollouts, grades, scores, keep, t_gen) -> dict[str, float]:
         lengths = rollouts.response_mask.sum(-1).float()
@@ -356,9 +373,13 @@ class GRPOTrainer:
         mode, scale = self.algo["loss_agg_mode"], self.algo.get("loss_scale_factor") or self.rollout_cfg["max_new_tokens"]
         pg_loss = agg_loss(token_loss, pg_mask, mode, num_tokens=pg_tokens, num_seqs=pg_seqs, scale_factor=scale)
         loss = pg_loss
-        m = {"loss/pg": float(pg_loss.detach()), "actor/pg_clipfrac": float(masked_mean(clip_info["clipped"].float(), mask)),
-             "actor/pg_clipfrac_lower": float(masked_mean(clip_info["clipped_lower"].float(), mask)),
-             "actor/ppo_kl": float(masked_mean(clip_info["neg_log_ratio"], mask))}
+        # ours under ppo/* for every method; verl's names under actor/*, with the method's meaning where
+        # the reference gives them another (Clip-Cov's selected fraction, KL-Cov's mean |lp − old|)
+        m = {"loss/pg": float(pg_loss.detach()), "ppo/clipfrac": float(masked_mean(clip_info["clipped"].float(), mask)),
+             "ppo/clipfrac_lower": float(masked_mean(clip_info["clipped_lower"].float(), mask)),
+             "ppo/kl": float(masked_mean(clip_info["neg_log_ratio"], mask))}
+        m.update({"actor/pg_clipfrac": m["ppo/clipfrac"], "actor/pg_clipfrac_lower": m["ppo/clipfrac_lower"],
+                  "actor/ppo_kl": m["ppo/kl"], **out.reference_metrics})
         if self.ref_model is not None:
             kl = kl_penalty(lp, pb.old_token["ref_logprobs"], self.algo["kl"]["type"])
             kl_loss = agg_loss(kl, mask, mode, num_tokens=all_tokens, num_seqs=all_seqs, scale_factor=scale)
@@ -378,13 +399,14 @@ class GRPOTrainer:
     def validate(self) -> dict[str, float]:
         """Sampled accuracy on the held-out split (the same code as ``rlvr eval``); ranks split the
         problems and average."""
-        v = self.cfg.val
+        v, t0 = self.cfg.val, time.perf_counter()
         samples = sample_and_grade(None, self.tokenizer, self.test_prompts[self.rank :: self.world], self.grader,
                                    v.n, v.temperature, v.top_p, v.max_new_tokens, self.rollout_cfg["batch_size"],
                                    generate=lambda part: (self.rollout.generate(part, v.n, self.val_spec), {}))
         self.rollout.sleep()
         name = self.cfg.data.name
-        return ddp.mean_metrics({f"val/{name}/{k}": val for k, val in summarize_samples(samples, v.n).items()})
+        out = {f"val/{name}/{k}": val for k, val in summarize_samples(samples, v.n).items()}
+        return ddp.mean_metrics({**out, "perf/val_s": time.perf_counter() - t0})
 
     def fit(self) -> dict[str, float]:
         total, last = self.trainer_cfg["max_steps"], {}

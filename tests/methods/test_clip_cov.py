@@ -59,7 +59,7 @@ def test_weights_zero_on_selected():
 
 
 def test_yaml_method_prepare_and_loss():
-    method = build_from_yaml("clip_cov", ratio=0.34)  # floor(0.34·6) = 2 of the 3 candidates
+    method = build_from_yaml("clip_cov", ratio=0.34, stats_scope="batch")  # floor(0.34·6) = 2 of the 3 candidates
     assert method.clip_overrides == {"clip_ratio_low": 1.0, "clip_ratio_high": 1.0, "clip_ratio_c": None}
     b = _batch()
     metrics = method.prepare(b, ctx(step=1))
@@ -72,17 +72,17 @@ def test_yaml_method_prepare_and_loss():
 
 
 def test_ratio_below_one_token_selects_one_and_annealed_zero_selects_none():
-    method = build_from_yaml("clip_cov")  # 2e-4 · 6 < 1
+    method = build_from_yaml("clip_cov", stats_scope="batch")  # 2e-4 · 6 < 1
     b = _batch()
     assert method.prepare(b, ctx())["n_selected"] == 1 and b.method[DETACH_KEY].sum() == 1
-    annealed = build_from_yaml("clip_cov", ratio_schedule={"kind": "linear", "end": 0.0})
+    annealed = build_from_yaml("clip_cov", ratio_schedule={"kind": "linear", "end": 0.0}, stats_scope="batch")
     b = _batch()
     m = annealed.prepare(b, ctx(step=10, total=10))  # the last step of a linear anneal: ratio exactly 0
     assert m["ratio"] == 0.0 and m["n_selected"] == 0 and b.method[DETACH_KEY].sum() == 0
 
 
 def test_all_tokens_masked():
-    method = build_from_yaml("clip_cov")
+    method = build_from_yaml("clip_cov", stats_scope="batch")
     b = synthetic_batch((0, 0))
     m = method.prepare(b, ctx())
     assert m["n_selected"] == 0 and m["selected_frac"] == 0.0
@@ -96,13 +96,13 @@ def test_draws_are_seeded_reproducible_and_checkpointed():
         method.prepare(b, ctx(step=step, seed=seed))
         return b.method[DETACH_KEY]
 
-    a, b = build_from_yaml("clip_cov", ratio=0.2), build_from_yaml("clip_cov", ratio=0.2)
+    a, b = build_from_yaml("clip_cov", ratio=0.2, stats_scope="batch"), build_from_yaml("clip_cov", ratio=0.2, stats_scope="batch")
     torch.manual_seed(123)  # the global generator is not used
     assert [draw(a, s).tolist() for s in range(1, 6)] == [draw(b, s).tolist() for s in range(1, 6)]
     picks = {tuple(draw(a, s).flatten().tolist()) for s in range(1, 30)}
     assert len(picks) == 3  # over many steps each of the 3 candidates gets drawn
     state = a.state_dict()
-    c = build_from_yaml("clip_cov", ratio=0.2)
+    c = build_from_yaml("clip_cov", ratio=0.2, stats_scope="batch")
     c.load_state_dict(state)
     assert c.draws == a.draws and torch.equal(c.generator.get_state(), a.generator.get_state())
     assert torch.equal(draw(c, 31), draw(a, 31))
@@ -123,3 +123,27 @@ def test_micro_batch_scope_uses_current_logprobs_and_skips_clipped_tokens():
     expected[0, 0] = False
     assert torch.equal(out.token_weights, 1 - expected.float())
     assert out.metrics["n_selected"] == expected.sum()
+
+
+def test_default_scope_is_the_mini_batch_with_current_logprobs_and_clipped_tokens_excluded():
+    """Spec §1, §8, §12.6: per optimizer step over its mini-batch, from the current log-probs, PPO-clipped
+    tokens excluded. The old default (rollout log-probs once per step) selects a different set here."""
+    method = build_from_yaml("clip_cov", ratio=1.0)  # every candidate selected: the set is deterministic
+    assert method.cfg.stats_scope == "mini_batch" and method.needs.minibatch == ("logprobs",)
+    b = _batch()
+    method.prepare(b, ctx())
+    assert DETACH_KEY not in b.method  # nothing chosen from the rollout pass
+    # an off-policy mini-batch: token (0,0) moved to r = e > 2 with A > 0 -> PPO-clipped (ε = 1, 1)
+    lp = LP.clone()
+    lp[0, 0] += 1.0
+    # current l̄ = −11/6: C row 0 = 2·(lp + 11/6) = [4.67, 1.67, −4.33]; row 1 = −2·(lp + 11/6) = [−2.67, 3.33, 1.33]
+    m = method.prepare_minibatch(b, {"logprobs": lp}, ctx(clip=ClipSpec(1.0, 1.0, None)), (0, 1))
+    expected = torch.tensor([[0.0, 1.0, 0.0], [0.0, 1.0, 1.0]])  # (0,0) is in the band but clipped
+    assert torch.equal(b.method[DETACH_KEY], expected) and m["n_candidates"] == 3 and m["n_selected"] == 3
+    out = method.loss(policy_batch(b, logprobs=lp))
+    assert torch.equal(out.token_weights, 1 - expected)
+    assert out.reference_metrics["actor/pg_clipfrac"] == 3 / 6  # verl logs |S|/N under the PPO name
+    old_default = build_from_yaml("clip_cov", ratio=1.0, stats_scope="batch")
+    b_old = _batch()
+    old_default.prepare(b_old, ctx())
+    assert not torch.equal(b_old.method[DETACH_KEY], expected)  # {(0,0), (0,1), (1,1)} from the rollout pass

@@ -49,7 +49,7 @@ def test_penalty_by_hand_gradient_and_nan_padding():
 
 
 def test_yaml_method_prepare_and_loss():
-    method = build_from_yaml("kl_cov", ratio=0.34)  # k = floor(2.04) = 2
+    method = build_from_yaml("kl_cov", ratio=0.34, stats_scope="batch")  # k = floor(2.04) = 2
     assert method.clip_overrides == {"clip": False}
     b = _batch()
     m = method.prepare(b, ctx())
@@ -65,19 +65,19 @@ def test_yaml_method_prepare_and_loss():
 
 def test_ratio_below_one_token_annealed_zero_and_all_masked():
     b = _batch()
-    assert build_from_yaml("kl_cov").prepare(b, ctx())["n_selected"] == 1  # 2e-3·6 < 1 -> k = 1
+    assert build_from_yaml("kl_cov", stats_scope="batch").prepare(b, ctx())["n_selected"] == 1  # 2e-3·6 < 1 -> k = 1
     b = _batch()
-    annealed = build_from_yaml("kl_cov", ratio_schedule={"kind": "cosine"}, beta_schedule={"kind": "linear"})
+    annealed = build_from_yaml("kl_cov", ratio_schedule={"kind": "cosine"}, beta_schedule={"kind": "linear"}, stats_scope="batch")
     m = annealed.prepare(b, ctx(step=10, total=10))
     assert m["ratio"] == 0.0 and m["beta"] == 0.0 and b.method[SELECT_KEY].sum() == 0
     b = synthetic_batch((0, 0))
-    method = build_from_yaml("kl_cov")
+    method = build_from_yaml("kl_cov", stats_scope="batch")
     assert method.prepare(b, ctx())["n_selected"] == 0
     assert method.loss(policy_batch(b)).token_loss.abs().sum() == 0
 
 
 def test_fully_on_policy_warns_once():
-    method = build_from_yaml("kl_cov", ratio=0.5)
+    method = build_from_yaml("kl_cov", ratio=0.5, stats_scope="batch")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for step in (1, 2, 3, 4):
@@ -89,7 +89,7 @@ def test_fully_on_policy_warns_once():
 
 
 def test_off_policy_step_does_not_warn():
-    method = build_from_yaml("kl_cov", ratio=0.5)
+    method = build_from_yaml("kl_cov", ratio=0.5, stats_scope="batch")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         for step in (1, 2, 3):
@@ -111,3 +111,21 @@ def test_micro_batch_scope_ranks_current_logprobs():
     lp[1, 1] = -3.0  # now move the selected token: penalty |−3 + 3.5| = 0.5
     out = method.loss(policy_batch(b, logprobs=lp))
     assert torch.allclose(out.token_loss[1, 1], torch.tensor(0.5))
+
+
+def test_default_scope_is_the_mini_batch_with_current_logprobs_and_verl_ppo_kl():
+    method = build_from_yaml("kl_cov", ratio=0.2)  # k = floor(1.2) = 1
+    assert method.cfg.stats_scope == "mini_batch" and method.needs.minibatch == ("logprobs",)
+    b = _batch()
+    method.prepare(b, ctx())
+    assert SELECT_KEY not in b.method
+    lp = LP.clone()
+    lp[1, 2] = 1.5  # current C: row 1 token 1 = −2·(−3.5 + 4/3) = 4.33 is the top-1 (rollout pass: flat 0)
+    m = method.prepare_minibatch(b, {"logprobs": lp}, ctx(), (0, 1))
+    assert b.method[SELECT_KEY].nonzero().tolist() == [[1, 1]] and m["n_selected"] == 1
+    lp[1, 1] = -3.0  # the update moved the selected token by 0.5
+    out = method.loss(policy_batch(b, logprobs=lp))
+    assert torch.allclose(out.token_loss[1, 1], torch.tensor(0.5)) and out.token_loss.count_nonzero() == 1
+    # verl's kl_cov logs mean |lp − old| as actor/ppo_kl: here (4.0 + 0.5) / 6, not the signed mean
+    assert out.reference_metrics["actor/ppo_kl"] == pytest.approx(4.5 / 6)
+    assert out.reference_metrics["actor/pg_clipfrac"] == 0.0

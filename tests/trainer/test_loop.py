@@ -134,3 +134,55 @@ def test_nonfinite_loss_skips_the_step_and_stops_cleanly_with_a_checkpoint(tmp_p
     assert all(torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))  # never stepped on NaN
     assert (tmp_path / "checkpoints" / "step_000002" / "trainer_state.pt").is_file()
     assert all(math.isfinite(r["reward/mean"]) for r in rows)
+
+
+def test_sum_norm_loss_is_the_token_sum_over_c_not_a_mean_over_responses(tmp_path):
+    """Dr.GRPO's seq-mean-token-sum-norm (spec §4): pg loss = Σ_i Σ_t ℓ / C over the mini-batch, as verl;
+    on-policy r = 1, so ℓ = −A per token. Dividing by the 16 responses as well would rescale every
+    coefficient added to it (SIREN's λ, the KL coefficient) by 16."""
+    cfg = compose_train(["algo=dr_grpo", "algo.mini_batch_size=16", "algo.micro_batch_size=4",
+                         "algo.loss_scale_factor=40", "trainer.resume=never"])
+    trainer = GRPOTrainer(cfg, tmp_path)
+    batch = _fixed_batch(trainer)
+    batch.advantages = batch.response_mask.float().clone()  # A = 1 everywhere (group-centred A sums to ~0)
+    m = trainer.update(batch, 1)
+    trainer.close()
+    expected = -float(batch.response_mask.sum()) / 40
+    assert m["loss/pg"] == pytest.approx(expected, rel=1e-4, abs=1e-6)
+
+
+@pytest.mark.parametrize("algo,drops,refills", [("grpo", False, False), ("dr_grpo", False, False), ("dapo", True, True)])
+def test_zero_variance_groups_follow_verl_per_algo(algo, drops, refills):
+    """verl's GRPO and Dr.GRPO keep zero-variance groups (their tokens count in token-mean's denominator);
+    DAPO filters them and refills the batch."""
+    from hydra import compose, initialize_config_dir
+
+    from rlvr_cli.cli import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[f"algo={algo}"])
+    assert cfg.algo.filter_zero_std_groups is False
+    assert cfg.algo.filter_groups.enabled is refills
+
+
+def test_kl_cov_selects_per_mini_batch_from_the_current_policy_and_logs_verl_ppo_kl(tmp_path):
+    """Default KL-Cov scope (spec §1, §9): one selection per optimizer step, over its mini-batch, from the
+    current log-probs — the rollout pass on the first mini-batch, a fresh pass after the weights moved."""
+    cfg = compose_train(["method=kl_cov", "method.ratio=0.05", "algo.mini_batch_size=8", "algo.micro_batch_size=4",
+                         "algo.ppo_epochs=2", "trainer.resume=never"])
+    trainer = GRPOTrainer(cfg, tmp_path)
+    seen = []
+    real = trainer.method.prepare_minibatch
+
+    def spy(mini, current, ctx, where):
+        seen.append((where, (current["logprobs"] - mini.old_logprobs).abs()[mini.response_mask.bool()].max().item()))
+        return real(mini, current, ctx, where)
+
+    trainer.method.prepare_minibatch = spy
+    m = trainer.train_step()
+    trainer.close()
+    assert [w for w, _ in seen] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert seen[0][1] == 0.0 and seen[-1][1] > 0  # later mini-batches see the moved policy
+    assert m["method/kl_cov/n_selected"] >= 1
+    # verl's name holds verl's value (mean |lp − old| ≥ |signed mean|); ours keeps the signed k1
+    assert m["actor/ppo_kl"] > 0 and m["actor/ppo_kl"] >= abs(m["ppo/kl"]) and m["actor/ppo_kl"] != m["ppo/kl"]

@@ -1,0 +1,239 @@
+"""``rlvr analyze RUN_DIR... | SWEEP_DIR [--json] [--out DIR] [--fit-first K]``.
+
+Reads finished (or running) run folders — ``metrics.jsonl`` + ``resolved_config.yaml`` — and writes
+to ``--out`` (default ``<first path>/analysis``):
+
+- ``summary.json`` and one comparison table (method, seed, validation accuracy start / end / best,
+  entropy start / end, response length, steps, wall time), printed as Markdown (``--json``: the JSON);
+- ``entropy.png``, ``val.png``, ``response_len.png``, ``method_frac.png`` against the training step,
+  one line per run, colour = method;
+- the entropy–performance law per run (``rlvr_cli.analysis.law``) with ``law.png``;
+- the covariance check: Pearson correlation between the logged covariance term ``cov/mean`` of step
+  s−1 and the measured entropy change ``entropy/delta`` of step s (the update of step s−1 moved the
+  policy from H(s−1) to H(s); Cui et al. §4 predict ΔH ≈ −η·Cov, i.e. a negative correlation), with
+  ``cov.png``. ``cov/mean`` is the sampled-token estimate of ``stats.policy_covariance`` under natural PG;
+- ``index.md`` and ``index.html`` showing all of it together.
+
+Law pairs: the validation after step s is paired with the rollout entropy of the same weights, which
+the next step logs (``actor/entropy`` of step s+1; step s's own value for the last one).
+"""
+from __future__ import annotations
+
+import html
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from rlvr_cli.analysis import plots
+from rlvr_cli.analysis.law import MIN_POINTS, fit_entropy_law
+from rlvr_cli.errors import UserError
+from rlvr_cli.report import _fmt, _val_key, find_runs, read_rows, summarize_run
+
+# the fraction of tokens a method acts on, by method (first key present wins); baseline: the PPO clip
+METHOD_FRACTION = {
+    "clip_cov": "method/clip_cov/selected_frac", "kl_cov": "method/kl_cov/selected_frac",
+    "rsi_s": "method/rsi_s/keep_frac", "siren": "method/siren/peak_frac",
+    "high_entropy": "method/high_entropy/keep_frac",
+}
+FALLBACK_FRACTION = ("ppo/clipfrac", "actor/pg_clipfrac")
+
+
+def _train_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in rows if r.get("step", 0) > 0 and "reward/mean" in r]
+
+
+def series(rows: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
+    pts = [(r["step"], float(r[key])) for r in rows if r.get(key) is not None and math.isfinite(float(r[key]))]
+    return [s for s, _ in pts], [v for _, v in pts]
+
+
+def fraction_key(method: str, rows: list[dict[str, Any]]) -> str | None:
+    keys = [METHOD_FRACTION[method]] if method in METHOD_FRACTION else []
+    for key in [*keys, *FALLBACK_FRACTION]:
+        if any(key in r for r in rows):
+            return key
+    return None
+
+
+def law_points(rows: list[dict[str, Any]], val_key: str | None) -> list[tuple[int, float, float]]:
+    """(step, H, R): each validation with the rollout entropy of the same weights (see module doc)."""
+    if not val_key:
+        return []
+    entropy = dict(zip(*series(_train_rows(rows), "actor/entropy")))
+    out = []
+    for step, acc in zip(*series(rows, val_key)):
+        h = entropy.get(step + 1, entropy.get(step))
+        if h is not None:
+            out.append((step, h, acc))
+    return out
+
+
+def _pearson(xs: list[float], ys: list[float]) -> float | None:
+    n = len(xs)
+    if n < 3:
+        return None
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
+    sxx, syy = sum((x - mx) ** 2 for x in xs), sum((y - my) ** 2 for y in ys)
+    return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else None
+
+
+def cov_pairs(rows: list[dict[str, Any]]) -> list[tuple[int, float, float]]:
+    """(s, cov/mean at s−1, entropy/delta at s) over consecutive logged training steps."""
+    train = _train_rows(rows)
+    cov = dict(zip(*series(train, "cov/mean")))
+    delta = dict(zip(*series(train, "entropy/delta")))
+    return [(s, cov[s - 1], d) for s, d in sorted(delta.items()) if s - 1 in cov]
+
+
+def analyze_run(run_dir: Path, fit_first: int | None = None) -> dict[str, Any]:
+    rows = read_rows(run_dir)
+    summary = summarize_run(run_dir)
+    train = _train_rows(rows)
+    key = _val_key(rows)
+    frac = fraction_key(summary["method"], rows)
+    run: dict[str, Any] = {
+        **summary, "dir": str(run_dir), "label": f"{summary['method']} s{summary['seed']}",
+        "entropy": series(train, "actor/entropy"), "val": series(rows, key) if key else ([], []),
+        "response_len": series(train, "rollout/response_len_mean"),
+        "method_frac": series(train, frac) if frac else ([], []), "method_frac_key": frac,
+    }
+    run["law_points"] = law_points(rows, key)
+    try:
+        fit = fit_entropy_law([p[1] for p in run["law_points"]], [p[2] for p in run["law_points"]], fit_first)
+        run["law"], run["law_refused"] = fit.as_dict(), None
+    except UserError as e:
+        run["law"], run["law_refused"] = None, str(e)
+    pairs = cov_pairs(rows)
+    run["cov_pairs"] = pairs
+    run["cov_check"] = {"n": len(pairs), "pearson": _pearson([p[1] for p in pairs], [p[2] for p in pairs])}
+    return run
+
+
+def table(runs: list[dict[str, Any]]) -> str:
+    head = ("| run | method | seed | steps | val start | val end | val best | entropy start | entropy end | "
+            "response len start → end | wall s |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in runs:
+        lines.append(
+            f"| {r['run']} | {r['method']} | {r['seed']} | {r['steps']} | {_fmt(r['val_start'])} | {_fmt(r['val_end'])} | "
+            f"{_fmt(r['val_best'])} | {_fmt(r['entropy_start'])} | {_fmt(r['entropy_end'])} | "
+            f"{_fmt(r['response_len_start'], '.1f')} → {_fmt(r['response_len_end'], '.1f')} | {_fmt(r['wall_s'], '.0f')} |")
+    return "\n".join(lines)
+
+
+def law_table(runs: list[dict[str, Any]]) -> str:
+    lines = ["| run | points | a | b | R² | ceiling b − a | RMSE | forecast RMSE (rest) |", "|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        f = r["law"]
+        if f is None:
+            lines.append(f"| {r['run']} | {len(r['law_points'])} | – | – | – | – | – | refused: fewer than {MIN_POINTS} "
+                         "points or constant entropy |")
+            continue
+        fc = "–" if f["predict_rmse"] is None else f"{f['predict_rmse']:.4f} on {f['n_predicted']} (fit on first {f['fit_first']})"
+        lines.append(f"| {r['run']} | {f['n']} | {f['a']:.4g} | {f['b']:.4g} | {f['r2']:.3f} | {f['ceiling']:.4f} | "
+                     f"{f['rmse']:.4f} | {fc} |")
+    return "\n".join(lines)
+
+
+def cov_table(runs: list[dict[str, Any]]) -> str:
+    lines = ["| run | step pairs | Pearson r (cov/mean of s−1, ΔH of s) |", "|---|---|---|"]
+    for r in runs:
+        c = r["cov_check"]
+        lines.append(f"| {r['run']} | {c['n']} | {_fmt(c['pearson'])} |")
+    return "\n".join(lines)
+
+
+FIGURES = {
+    "entropy": ("entropy", "actor/entropy (nats/token)", "policy entropy of the training rollouts"),
+    "val": ("val", "validation accuracy", "validation accuracy"),
+    "response_len": ("response_len", "mean response length (tokens)", "response length"),
+    "method_frac": ("method_frac", "fraction of tokens", "method's selected / kept fraction (baseline: PPO clip fraction)"),
+}
+
+
+def write_figures(runs: list[dict[str, Any]], out: Path) -> dict[str, str]:
+    made = {}
+    val_key = next((r["val_metric"] for r in runs if r["val_metric"]), "validation accuracy")
+    for name, (key, ylabel, title) in FIGURES.items():
+        ylabel = val_key if name == "val" else ylabel
+        if plots.line_plot(runs, key, ylabel, title, out / f"{name}.png"):
+            made[name] = f"{name}.png"
+    if plots.law_plot(runs, out / "law.png"):
+        made["law"] = "law.png"
+    if plots.cov_scatter(runs, out / "cov.png"):
+        made["cov"] = "cov.png"
+    return made
+
+
+def write_index(runs: list[dict[str, Any]], figures: dict[str, str], out: Path) -> None:
+    keys = {r["method"]: r["method_frac_key"] for r in runs}
+    md = ["# rlvr analyze", "", table(runs), "", "## Entropy–performance law R = −a·exp(H) + b", "", law_table(runs), "",
+          "## Covariance check", "", cov_table(runs), "", "## Figures", "",
+          "method fraction keys: " + ", ".join(f"{m}: `{k}`" for m, k in keys.items()), ""]
+    md += [f"![{name}]({path})" for name, path in figures.items()]
+    (out / "index.md").write_text("\n".join(md) + "\n")
+    body = "".join(f'<figure><img src="{html.escape(p)}" width="640"><figcaption>{html.escape(n)}</figcaption></figure>'
+                   for n, p in figures.items())
+    tables = "".join(f"<h2>{html.escape(t)}</h2><pre>{html.escape(x)}</pre>" for t, x in (
+        ("runs", table(runs)), ("entropy-performance law", law_table(runs)), ("covariance check", cov_table(runs))))
+    (out / "index.html").write_text(f"<!doctype html><meta charset='utf-8'><title>rlvr analyze</title>"
+                                    f"<h1>rlvr analyze</h1>{tables}<h2>figures</h2>{body}\n")
+
+
+def analyze(paths: list[str], out: str | Path | None = None, fit_first: int | None = None) -> dict[str, Any]:
+    run_dirs = find_runs(paths)
+    out = Path(out) if out else Path(paths[0]) / "analysis"
+    out.mkdir(parents=True, exist_ok=True)
+    runs = [analyze_run(d, fit_first) for d in run_dirs]
+    figures = write_figures(runs, out)
+    write_index(runs, figures, out)
+    drop = ("entropy", "val", "response_len", "method_frac", "cov_pairs", "entropy_trajectory")
+    result = {"out": str(out), "figures": {k: str(out / v) for k, v in figures.items()},
+              "runs": [{k: v for k, v in r.items() if k not in drop} for r in runs]}
+    (out / "summary.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+USAGE = ("usage: rlvr analyze RUN_OR_SWEEP_DIR... [--json] [--out DIR] [--fit-first K]\n"
+         "       rlvr analyze dlogp base=MODEL rl=MODEL data=NAME|FILE.jsonl [key=value ...]")
+
+
+def analyze_main(args: list[str]) -> None:
+    if args and args[0] == "dlogp":
+        from rlvr_cli.analysis.dlogp import dlogp_main
+
+        dlogp_main(args[1:])
+        return
+    as_json, out, fit_first, paths = False, None, None, []
+    it = iter(args)
+    for a in it:
+        if a == "--json":
+            as_json = True
+        elif a in ("--out", "--fit-first"):
+            value = next(it, None)
+            if value is None:
+                raise UserError(f"{a} needs a value\n{USAGE}")
+            if a == "--out":
+                out = value
+            else:
+                if not value.isdigit():
+                    raise UserError(f"--fit-first takes a number of points, got {value!r}")
+                fit_first = int(value)
+        elif a.startswith("-"):
+            raise UserError(f"unknown option {a}; valid: --json, --out, --fit-first\n{USAGE}")
+        else:
+            paths.append(a)
+    if not paths:
+        raise UserError(USAGE)
+    result = analyze(paths, out, fit_first)
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    runs = result["runs"]
+    print(table(runs) + "\n\n" + law_table(runs) + "\n\n" + cov_table(runs))
+    refused = [r for r in runs if r["law_refused"]]
+    for r in refused:
+        print(f"law fit refused for {r['run']}: {r['law_refused']}")
+    print(f"\nplots and index: {result['out']}/index.html (index.md)")
