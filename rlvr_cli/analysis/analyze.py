@@ -12,6 +12,8 @@ to ``--out`` (default ``<first path>/analysis``):
   s−1 and the measured entropy change ``entropy/delta`` of step s (the update of step s−1 moved the
   policy from H(s−1) to H(s); Cui et al. §4 predict ΔH ≈ −η·Cov, i.e. a negative correlation), with
   ``cov.png``. ``cov/mean`` is the sampled-token estimate of ``stats.policy_covariance`` under natural PG;
+- with ``rlvr eval`` results under ``<run>/eval/step_N/results.json`` (``scripts/eval_checkpoints.sh``):
+  each checkpoint's benchmark accuracies in the table (last checkpoint) and ``eval.png``;
 - ``index.md`` and ``index.html`` showing all of it together.
 
 Law pairs: the validation after step s is paired with the rollout entropy of the same weights, which
@@ -87,6 +89,18 @@ def cov_pairs(rows: list[dict[str, Any]]) -> list[tuple[int, float, float]]:
     return [(s, cov[s - 1], d) for s, d in sorted(delta.items()) if s - 1 in cov]
 
 
+def checkpoint_evals(run_dir: Path) -> dict[str, tuple[list[int], list[float]]]:
+    """{benchmark: (checkpoint steps, avg@n)} from ``<run>/eval/step_N/results.json``."""
+    out: dict[str, list[tuple[int, float]]] = {}
+    for res in sorted(run_dir.glob("eval/step_*/results.json")):
+        step = int(res.parent.name.removeprefix("step_"))
+        for bench, rec in json.loads(res.read_text()).get("benchmarks", {}).items():
+            key = next((k for k in rec.get("metrics", {}) if k.startswith("avg@")), None)
+            if key:
+                out.setdefault(f"{bench}/{key}", []).append((step, float(rec["metrics"][key])))
+    return {k: ([s for s, _ in sorted(v)], [a for _, a in sorted(v)]) for k, v in out.items()}
+
+
 def analyze_run(run_dir: Path, fit_first: int | None = None) -> dict[str, Any]:
     rows = read_rows(run_dir)
     summary = summarize_run(run_dir)
@@ -99,6 +113,11 @@ def analyze_run(run_dir: Path, fit_first: int | None = None) -> dict[str, Any]:
         "response_len": series(train, "rollout/response_len_mean"),
         "method_frac": series(train, frac) if frac else ([], []), "method_frac_key": frac,
     }
+    evals = checkpoint_evals(run_dir)
+    run["evals"] = {k: {"steps": v[0], "accuracy": v[1]} for k, v in evals.items()}
+    if evals:  # the mean over benchmarks, per checkpoint evaluated on all of them
+        steps = sorted(set.intersection(*(set(v[0]) for v in evals.values())))
+        run["eval"] = (steps, [sum(dict(zip(*v))[s] for v in evals.values()) / len(evals) for s in steps])
     run["law_points"] = law_points(rows, key)
     try:
         fit = fit_entropy_law([p[1] for p in run["law_points"]], [p[2] for p in run["law_points"]], fit_first)
@@ -121,6 +140,16 @@ def table(runs: list[dict[str, Any]]) -> str:
             f"{_fmt(r['val_best'])} | {_fmt(r['entropy_start'])} | {_fmt(r['entropy_end'])} | "
             f"{_fmt(r['response_len_start'], '.1f')} → {_fmt(r['response_len_end'], '.1f')} | {_fmt(r['wall_s'], '.0f')} |")
     return "\n".join(lines)
+
+
+def eval_table(runs: list[dict[str, Any]]) -> str:
+    """Benchmark accuracy per evaluated checkpoint (empty when no run has any)."""
+    lines = ["| run | benchmark | checkpoints | accuracy per checkpoint |", "|---|---|---|---|"]
+    for r in runs:
+        for bench, e in r.get("evals", {}).items():
+            pts = ", ".join(f"{s}: {a:.3f}" for s, a in zip(e["steps"], e["accuracy"]))
+            lines.append(f"| {r['run']} | {bench} | {len(e['steps'])} | {pts} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def law_table(runs: list[dict[str, Any]]) -> str:
@@ -150,6 +179,7 @@ FIGURES = {
     "val": ("val", "validation accuracy", "validation accuracy"),
     "response_len": ("response_len", "mean response length (tokens)", "response length"),
     "method_frac": ("method_frac", "fraction of tokens", "method's selected / kept fraction (baseline: PPO clip fraction)"),
+    "eval": ("eval", "benchmark accuracy (mean avg@n)", "rlvr eval of each checkpoint"),
 }
 
 
@@ -170,14 +200,16 @@ def write_figures(runs: list[dict[str, Any]], out: Path) -> dict[str, str]:
 def write_index(runs: list[dict[str, Any]], figures: dict[str, str], out: Path) -> None:
     keys = {r["method"]: r["method_frac_key"] for r in runs}
     md = ["# rlvr analyze", "", table(runs), "", "## Entropy–performance law R = −a·exp(H) + b", "", law_table(runs), "",
-          "## Covariance check", "", cov_table(runs), "", "## Figures", "",
+          "## Covariance check", "", cov_table(runs), "", *(["## Checkpoint evals", "", eval_table(runs), ""] if eval_table(runs) else []),
+          "## Figures", "",
           "method fraction keys: " + ", ".join(f"{m}: `{k}`" for m, k in keys.items()), ""]
     md += [f"![{name}]({path})" for name, path in figures.items()]
     (out / "index.md").write_text("\n".join(md) + "\n")
     body = "".join(f'<figure><img src="{html.escape(p)}" width="640"><figcaption>{html.escape(n)}</figcaption></figure>'
                    for n, p in figures.items())
     tables = "".join(f"<h2>{html.escape(t)}</h2><pre>{html.escape(x)}</pre>" for t, x in (
-        ("runs", table(runs)), ("entropy-performance law", law_table(runs)), ("covariance check", cov_table(runs))))
+        ("runs", table(runs)), ("entropy-performance law", law_table(runs)), ("covariance check", cov_table(runs)),
+        ("checkpoint evals", eval_table(runs))) if x)
     (out / "index.html").write_text(f"<!doctype html><meta charset='utf-8'><title>rlvr analyze</title>"
                                     f"<h1>rlvr analyze</h1>{tables}<h2>figures</h2>{body}\n")
 
@@ -189,7 +221,7 @@ def analyze(paths: list[str], out: str | Path | None = None, fit_first: int | No
     runs = [analyze_run(d, fit_first) for d in run_dirs]
     figures = write_figures(runs, out)
     write_index(runs, figures, out)
-    drop = ("entropy", "val", "response_len", "method_frac", "cov_pairs", "entropy_trajectory")
+    drop = ("entropy", "val", "response_len", "method_frac", "cov_pairs", "entropy_trajectory", "eval")
     result = {"out": str(out), "figures": {k: str(out / v) for k, v in figures.items()},
               "runs": [{k: v for k, v in r.items() if k not in drop} for r in runs]}
     (out / "summary.json").write_text(json.dumps(result, indent=2))
@@ -233,6 +265,8 @@ def analyze_main(args: list[str]) -> None:
         return
     runs = result["runs"]
     print(table(runs) + "\n\n" + law_table(runs) + "\n\n" + cov_table(runs))
+    if eval_table(runs):
+        print("\n" + eval_table(runs))
     refused = [r for r in runs if r["law_refused"]]
     for r in refused:
         print(f"law fit refused for {r['run']}: {r['law_refused']}")
