@@ -172,7 +172,7 @@ class GRPOTrainer:
         rollouts, grades, scores, keep, rounds = self.sample_batch()
         self.rollout.sleep()  # the engine's KV cache (and weights) leave the GPU during the update
         t_gen = self.gen_s
-        # 4. advantage: group-normalised, broadcast to tokens; groups with no signal dropped (keep)
+        # 4. advantage: group-normalised, broadcast to tokens; `keep` says which responses train (algo filters)
         adv = grpo_advantages(scores, rollouts.group_ids, self.algo["norm_adv_by_std"], self.algo["adv_eps"])
         metrics = self._rollout_metrics(rollouts, grades, scores, keep, t_gen)
         metrics["rollout/gen_rounds"] = float(rounds)

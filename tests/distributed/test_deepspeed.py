@@ -31,18 +31,22 @@ def _torchrun(*args, port):
     return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port), *args]
 
 
-@pytest.mark.parametrize("stage", [2, 3])
-def test_two_ranks_equal_one_process(tmp_path, stage):
+@pytest.mark.parametrize("stage,method", [(2, []), (3, ["method=kl_cov", "method.ratio=0.1"])])
+def test_two_ranks_equal_one_process(tmp_path, stage, method):
+    """ZeRO-3 runs KL-Cov: its default mini-batch scope gathers the covariance and the top-k over both
+    ranks, from a current-policy pass on the second (off-policy) mini-batch, so the penalty binds."""
     ref, dp = tmp_path / "ref.pt", tmp_path / "dp.pt"
-    one = subprocess.run([sys.executable, str(WORKER), str(ref), *BATCH, "algo.micro_batch_size=8", "trainer=single"],
+    one = subprocess.run([sys.executable, str(WORKER), str(ref), *BATCH, *method, "algo.micro_batch_size=8", "trainer=single"],
                          env=ENV, capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run(_torchrun(str(WORKER), str(dp), *BATCH, "algo.micro_batch_size=2", f"trainer=zero{stage}",
+    two = subprocess.run(_torchrun(str(WORKER), str(dp), *BATCH, *method, "algo.micro_batch_size=2", f"trainer=zero{stage}",
                                    "trainer.device=cpu", port=29600 + stage),
                          env=ENV, capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
     a, b = torch.load(ref), torch.load(dp)
     assert b["loss"] == pytest.approx(a["loss"], rel=1e-4, abs=1e-6)
+    if method:
+        assert a["selected"] > 0 and b["selected"] == pytest.approx(a["selected"])  # the same tokens penalised
     moved = 0.0
     for name, w in a["weights"].items():
         moved = max(moved, (w - a["init"][name]).abs().max().item())
