@@ -36,7 +36,7 @@ from rlvr_cli.report import _fmt, _val_key, find_runs, read_rows, summarize_run
 METHOD_FRACTION = {
     "clip_cov": "method/clip_cov/selected_frac", "kl_cov": "method/kl_cov/selected_frac",
     "rsi_s": "method/rsi_s/keep_frac", "siren": "method/siren/peak_frac",
-    "high_entropy": "method/high_entropy/keep_frac",
+    "high_entropy": "method/high_entropy/kept_frac",
 }
 FALLBACK_FRACTION = ("ppo/clipfrac", "actor/pg_clipfrac")
 
@@ -157,8 +157,8 @@ def law_table(runs: list[dict[str, Any]]) -> str:
     for r in runs:
         f = r["law"]
         if f is None:
-            lines.append(f"| {r['run']} | {len(r['law_points'])} | – | – | – | – | – | refused: fewer than {MIN_POINTS} "
-                         "points or constant entropy |")
+            why = "constant entropy" if "vary" in (r["law_refused"] or "") else f"fewer than {MIN_POINTS} points"
+            lines.append(f"| {r['run']} | {len(r['law_points'])} | – | – | – | – | – | refused: {why} |")
             continue
         fc = "–" if f["predict_rmse"] is None else f"{f['predict_rmse']:.4f} on {f['n_predicted']} (fit on first {f['fit_first']})"
         lines.append(f"| {r['run']} | {f['n']} | {f['a']:.4g} | {f['b']:.4g} | {f['r2']:.3f} | {f['ceiling']:.4f} | "

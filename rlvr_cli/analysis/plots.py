@@ -11,6 +11,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 STYLES = ["-", "--", ":", "-."]
+SMOOTH_ABOVE = 30  # series longer than this also get a moving mean
+
+
+def moving_mean(values: list[float], window: int) -> list[float]:
+    """Centred moving mean, the window shrinking at the ends (same length as ``values``)."""
+    half = max(1, window) // 2
+    return [sum(values[max(0, i - half) : i + half + 1]) / len(values[max(0, i - half) : i + half + 1])
+            for i in range(len(values))]
 
 
 def _colours(methods: list[str]) -> dict[str, Any]:
@@ -30,13 +38,20 @@ def line_plot(runs: list[dict[str, Any]], key: str, ylabel: str, title: str, pat
     if not have:
         return None
     fig, ax = plt.subplots(figsize=(7, 4.2))
+    window = 1
     for r, (colour, ls) in have:
         steps, values = r[key]
-        ax.plot(steps, values, color=colour, linestyle=ls, marker="o" if len(steps) <= 30 else None,
-                markersize=3, label=r["label"])
+        if len(steps) <= SMOOTH_ABOVE:
+            ax.plot(steps, values, color=colour, linestyle=ls, marker="o", markersize=3, label=r["label"])
+            continue
+        # per-step values are noisy (a fresh batch of prompts each step): faint, with a centred moving mean
+        window = max(window, len(steps) // 12)
+        ax.plot(steps, values, color=colour, linestyle=ls, lw=0.8, alpha=0.3)
+        ax.plot(steps, moving_mean(values, len(steps) // 12), color=colour, linestyle=ls, lw=1.8, label=r["label"])
     ax.set_xlabel("training step")
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set_title(title + (f"\n(faint: per step; solid: moving mean over {window} steps)" if window > 1 else ""),
+                 fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
