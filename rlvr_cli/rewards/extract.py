@@ -1,54 +1,100 @@
 """Pull the final answer out of a model response.
 
-Two answer conventions are common in math RL data:
+A data config names how its responses state their answer (``data.extract``, which ``reward.extract``
+follows): one extraction mode, or a list of modes tried in order until one finds an answer.
 
-* ``\\boxed{...}`` (MATH, DeepSeek-R1 style prompts).  The content can itself contain braces
-  (``\\boxed{\\frac{1}{2}}``), so a regular expression is not enough: we scan with a brace counter.
-* ``Answer: ...`` on its own line (the DAPO prompt format).
+Modes, each reading the **last** occurrence (models often write intermediate results first):
 
-Only the *last* occurrence counts, because models often box intermediate results before the
-final one.  Extraction is plain string work; nothing here evaluates model text.
+* ``boxed``: the last ``\\boxed{...}`` / ``\\fbox{...}`` (nested braces allowed: a brace counter,
+  not a regular expression).
+* ``boxed_all``: the last *run* of boxes, joined as one multi-part answer: ``\\boxed{1}, \\boxed{2}
+  and \\boxed{3}`` -> ``1, 2, 3``.  Boxes separated by prose (``\\boxed{3}. Checking again,
+  \\boxed{4}``) are not one run, so the last one alone is read.
+* ``answer_line``: text after the last ``Answer:`` (DAPO's prompt format) to the end of its line.
+* ``hash``: text after the last ``####`` (GSM8K's solution format) to the end of its line.
+* ``answer_is``: the rest of the sentence after the last "the answer is" / "the final answer is"
+  (GSM8K chain-of-thought few-shot format).
+* ``a_line``: the rest of the last line that starts with ``A:`` (question/answer few-shot format).
+* ``last_math``: the last math span (``$...$``, ``$$...$$``, ``\\(...\\)``, ``\\[...\\]``), for answers
+  stated in prose ("Therefore $x \\geq 5$ is the solution.").  Opt-in.
+* ``last_number``: the last number in the response.  Opt-in (it rewards a number that happens
+  to come last).  No preset includes either opt-in mode.
+
+Presets: ``auto`` = ``[boxed_all, answer_line]``; ``gsm8k`` = ``[boxed_all, hash, answer_line,
+answer_is, a_line]``.  Extraction is plain string work; nothing here evaluates model text.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 
-VALID_MODES: tuple[str, ...] = ("auto", "boxed", "answer_line")
+MODES: tuple[str, ...] = (
+    "boxed", "boxed_all", "answer_line", "hash", "answer_is", "a_line", "last_math", "last_number",
+)
+PRESETS: dict[str, tuple[str, ...]] = {
+    "auto": ("boxed_all", "answer_line"),
+    "gsm8k": ("boxed_all", "hash", "answer_line", "answer_is", "a_line"),
+}
+VALID_MODES: tuple[str, ...] = ("auto", "gsm8k", *MODES)
 
 # ``\boxed`` or ``\fbox`` not followed by another letter (so ``\boxedfoo`` is not a box).
 _BOX_COMMAND = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
 _ANSWER_LABEL = re.compile(r"answer\s*:", re.IGNORECASE)
+_HASH_LABEL = re.compile(r"####")
+_ANSWER_IS = re.compile(r"\banswer\s+is\b\s*:?", re.IGNORECASE)
+_A_LABEL = re.compile(r"^[ \t*]*A\s*:\**", re.MULTILINE)
+# A sentence ends at a period, "!" or "?" followed by white space (a decimal point is not followed by one).
+_SENTENCE_END = re.compile(r"[.!?](?=\s)")
+# What may stand between two boxes of one multi-part answer: space, punctuation, math delimiters,
+# TeX spacing, the words "and"/"or" (bare or in \text{}) and a variable's ``x =`` / ``x_2 =``.
+_BOX_SEPARATOR = re.compile(
+    r"(?:\s|[,;$]|\\[,;:! ]|\\q?quad\b|\\(?:text|mathrm)\s*\{\s*(?:and|or|,)?\s*\}|\band\b|\bor\b"
+    r"|\b[A-Za-z](?:_\{?\d+\}?)?\s*=)*"
+)
+_MAX_BOX_GAP = 200  # a longer stretch between two boxes is prose, whatever it contains
+# A number as written in prose: sign, digit groups, decimals, or a slash fraction.
+_NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s*/\s*\d+)?")
 # ``\boxed 5`` (no braces) is legal TeX for a one-token argument; models sometimes write it.
 _BARE_TOKEN = re.compile(r"[^\s$]+")
 # A math-mode ``$``, not an escaped dollar (``5\$``).
 _UNESCAPED_DOLLAR = re.compile(r"(?<!\\)\$")
 
 
-def check_mode(mode: str) -> None:
-    """Raise ``ValueError`` naming the valid modes if ``mode`` is not one of them."""
-    if mode not in VALID_MODES:
-        raise ValueError(f"unknown extract mode {mode!r}; valid modes: {', '.join(VALID_MODES)}")
+def resolve_modes(mode: str | Sequence[str]) -> tuple[str, ...]:
+    """The modes a setting stands for, in order; ``ValueError`` naming the valid ones if unknown.
+
+    ``mode`` is a mode name, a preset name, or a list of them (presets expand in place).
+    """
+    names = [mode] if isinstance(mode, str) else list(mode)
+    if not names:
+        raise ValueError(f"empty extract list; valid modes: {', '.join(VALID_MODES)}")
+    out: list[str] = []
+    for name in names:
+        if not isinstance(name, str) or name not in VALID_MODES:
+            raise ValueError(f"unknown extract mode {name!r}; valid modes: {', '.join(VALID_MODES)}")
+        for one in PRESETS.get(name, (name,)):
+            if one not in out:
+                out.append(one)
+    return tuple(out)
 
 
-def extract_answer(text: str, mode: str = "auto") -> str | None:
+def check_mode(mode: str | Sequence[str]) -> None:
+    """Raise ``ValueError`` naming the valid modes if ``mode`` is not a mode, preset or list of them."""
+    resolve_modes(mode)
+
+
+def extract_answer(text: str, mode: str | Sequence[str] = "auto") -> str | None:
     """Return the final answer written in ``text``, or ``None`` when there is none.
 
-    ``mode``:
-      * ``"boxed"``: content of the last ``\\boxed{...}`` / ``\\fbox{...}`` (nested braces allowed).
-      * ``"answer_line"``: text after the last ``Answer:`` (case-insensitive) up to the end of that
-        line, without surrounding ``$``, ``**`` or a trailing period.
-      * ``"auto"``: ``boxed``, falling back to ``answer_line``.
-
+    ``mode``: see the module docstring; with several modes the first that finds an answer wins.
     An empty answer (``\\boxed{}``, ``Answer:`` followed by nothing) counts as no answer.
     """
-    check_mode(mode)
-    if mode == "boxed":
-        return extract_boxed(text)
-    if mode == "answer_line":
-        return extract_answer_line(text)
-    boxed = extract_boxed(text)
-    return boxed if boxed is not None else extract_answer_line(text)
+    for name in resolve_modes(mode):
+        answer = _EXTRACTORS[name](text)
+        if answer is not None:
+            return answer
+    return None
 
 
 def extract_boxed(text: str) -> str | None:
@@ -58,36 +104,140 @@ def extract_boxed(text: str) -> str | None:
     ``None`` rather than an earlier box: the model had not finished its final answer, and an
     earlier box is usually an intermediate result, so rewarding it would be wrong.
     """
-    last = None
-    for last in _BOX_COMMAND.finditer(text):
-        pass
-    if last is None:
+    boxes = _boxes(text, last_only=True)
+    return _clean(boxes[-1][2]) if boxes else None
+
+
+def extract_boxed_all(text: str) -> str | None:
+    """The last run of boxes (see the module docstring) joined with ``", "``."""
+    boxes = _boxes(text, last_only=False)
+    if not boxes or boxes[-1][2] is None:
         return None
-    return _clean(_read_argument(text, last.end()))
+    run = [boxes[-1]]
+    for box in reversed(boxes[:-1]):
+        gap = text[box[1]:run[0][0]]
+        if box[2] is None or len(gap) > _MAX_BOX_GAP or not _BOX_SEPARATOR.fullmatch(gap):
+            break
+        run.insert(0, box)
+    parts = [part for part in (_clean(box[2]) for box in run) if part is not None]
+    return ", ".join(parts) if parts else None
+
+
+def _boxes(text: str, last_only: bool) -> list[tuple[int, int, str | None]]:
+    """``(start, end, content)`` of each box command (content ``None`` if its group never closes)."""
+    matches = list(_BOX_COMMAND.finditer(text))
+    if last_only:
+        matches = matches[-1:]
+    out = []
+    for match in matches:
+        content, end = _read_argument(text, match.end())
+        out.append((match.start(), end, content))
+    return out
+
+
+def _after_last(label: re.Pattern[str], text: str) -> str | None:
+    last = None
+    for last in label.finditer(text):
+        pass
+    return None if last is None else text[last.end():]
 
 
 def extract_answer_line(text: str) -> str | None:
     """Text after the last ``Answer:`` label, to the end of its line."""
-    last = None
-    for last in _ANSWER_LABEL.finditer(text):
-        pass
-    if last is None:
+    rest = _after_last(_ANSWER_LABEL, text)
+    return None if rest is None else _clean(rest.split("\n", 1)[0])
+
+
+def extract_hash(text: str) -> str | None:
+    """Text after the last ``####`` (GSM8K), to the end of its line."""
+    rest = _after_last(_HASH_LABEL, text)
+    return None if rest is None else _clean(rest.split("\n", 1)[0])
+
+
+def extract_answer_is(text: str) -> str | None:
+    """The rest of the sentence after the last "answer is"."""
+    rest = _after_last(_ANSWER_IS, text)
+    if rest is None:
         return None
-    rest = text[last.end():]
-    return _clean(rest.split("\n", 1)[0])
+    line = rest.split("\n", 1)[0]
+    end = _SENTENCE_END.search(line)
+    return _clean(line[: end.start()] if end else line)
 
 
-def _read_argument(text: str, start: int) -> str | None:
-    """Read a TeX macro argument beginning at ``start``: a ``{...}`` group or one bare token."""
+def extract_a_line(text: str) -> str | None:
+    """The rest of the last line starting with ``A:``."""
+    rest = _after_last(_A_LABEL, text)
+    return None if rest is None else _clean(rest.split("\n", 1)[0])
+
+
+def extract_last_math(text: str) -> str | None:
+    """The content of the last math span in ``text`` (opt-in fallback).
+
+    One left-to-right scan: each search for a closing delimiter either succeeds (and the scan
+    jumps past it) or proves that delimiter absent for the rest of the text, so the cost is linear
+    even on adversarial input (``\\(`` repeated 50,000 times).
+    """
+    last, index, absent = None, 0, set()
+    while index < len(text):
+        char = text[index]
+        if char == "\\":
+            closer = {"(": "\\)", "[": "\\]"}.get(text[index + 1:index + 2])
+            if closer and closer not in absent:
+                end = text.find(closer, index + 2)
+                if end >= 0:
+                    last, index = text[index + 2:end], end + 2
+                    continue
+                absent.add(closer)
+            index += 2
+            continue
+        if char == "$":
+            delimiter = "$$" if text.startswith("$$", index) else "$"
+            end = -1 if delimiter in absent else _find_unescaped(text, delimiter, index + len(delimiter))
+            if end < 0:
+                absent.add(delimiter)
+                index += len(delimiter)
+                continue
+            last, index = text[index + len(delimiter):end], end + len(delimiter)
+            continue
+        index += 1
+    return _clean(last)
+
+
+def _find_unescaped(text: str, delimiter: str, start: int) -> int:
+    end = text.find(delimiter, start)
+    while end > 0 and text[end - 1] == "\\":
+        end = text.find(delimiter, end + 1)
+    return end
+
+
+def extract_last_number(text: str) -> str | None:
+    """The last number in ``text`` (opt-in fallback)."""
+    last = None
+    for last in _NUMBER.finditer(text):
+        pass
+    return None if last is None else last.group(0).replace(" ", "")
+
+
+_EXTRACTORS: dict[str, Callable[[str], str | None]] = {
+    "boxed": extract_boxed, "boxed_all": extract_boxed_all, "answer_line": extract_answer_line,
+    "hash": extract_hash, "answer_is": extract_answer_is, "a_line": extract_a_line,
+    "last_math": extract_last_math, "last_number": extract_last_number,
+}
+
+
+def _read_argument(text: str, start: int) -> tuple[str | None, int]:
+    """Read a TeX macro argument beginning at ``start``: a ``{...}`` group or one bare token.
+    Returns ``(content, end index)``; content ``None`` if there is no (finished) argument."""
     index = start
     while index < len(text) and text[index].isspace():
         index += 1
     if index >= len(text):
-        return None
+        return None, len(text)
     if text[index] == "{":
-        return read_braced(text, index)
+        content = read_braced(text, index)
+        return content, (len(text) if content is None else index + len(content) + 2)
     token = _BARE_TOKEN.match(text, index)
-    return token.group(0) if token else None
+    return (token.group(0), token.end()) if token else (None, index)
 
 
 def read_braced(text: str, open_index: int) -> str | None:

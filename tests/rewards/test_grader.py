@@ -130,7 +130,7 @@ def test_fast_path_does_not_use_math_verify(monkeypatch, pred: str, gold: str, e
     def fail(*_args: object) -> str:
         raise AssertionError("math-verify should not be reached")
 
-    monkeypatch.setattr(grader_module, "math_verify_status", fail)
+    monkeypatch.setattr(grader_module, "symbolic_status", fail)
     assert answers_equivalent(pred, gold) is expected
 
 
