@@ -31,6 +31,8 @@ EXTRAPOLATE_RESAMPLE = ("coupled", "independent")
 WANDB_MODES = ("offline", "online", "disabled", "shared", "dryrun", "run")
 RESUME_WORDS = ("auto", "never", "none")
 ENGINES = ("hf", "vllm", "auto")  # rollout.engines.ENGINES
+EXTRACT_MODES = ("auto", "gsm8k", "boxed", "boxed_all", "answer_line", "hash", "answer_is", "a_line", "last_math",
+                 "last_number")  # rewards.extract.VALID_MODES
 IS_MODES = ("off", "token_truncate", "token_mask", "sequence_truncate", "sequence_mask")  # rollout.correction.MODES
 
 
@@ -121,6 +123,11 @@ def AnyOf(*specs: Spec, null: bool = False, why: str = "") -> Spec:  # noqa: N80
     return _finish(" or ".join(s.expect for s in specs), lambda v: any(s.ok(v) for s in specs), null, why)
 
 
+EXTRACT = Spec(f"one of {' | '.join(EXTRACT_MODES)}, or a list of them (tried in order)",
+               lambda v: v in EXTRACT_MODES if isinstance(v, str)
+               else isinstance(v, list) and bool(v) and all(isinstance(x, str) and x in EXTRACT_MODES for x in v))
+
+
 def _device_ok(v: Any) -> bool:
     if not isinstance(v, str) or not v:
         return False
@@ -177,15 +184,23 @@ def _model_table() -> Table:
     }
 
 
-def _reward_table(optional: bool) -> Table:
-    from rlvr_cli.rewards.extract import VALID_MODES
-
+def _reward_table(optional: bool, train: bool = False) -> Table:
     q = "?" if optional else ""
-    return {
-        f"reward.extract{q}": Enum(*VALID_MODES),
+    table = {
+        f"reward.extract{q}": EXTRACT,
+        "reward.rel_tol?": Float(ge=0, lt=1, why="relative tolerance when one side is a decimal"),
         f"reward.timeout_s{q}": Float(gt=0, why="seconds per answer comparison"),
         f"reward.num_workers{q}": Int(ge=1),
     }
+    if train:  # the reward terms
+        table.update({
+            "reward.funcs?": ListOf(Str(), why="accuracy | format | overlong | path/to/file.py:function"),
+            "reward.weights?": ListOf(Float(), null=True, why="one per reward term; null = all 1.0"),
+            "reward.fn?": Str(null=True, why="path/to/file.py:function"),
+            "reward.overlong_buffer_len?": Int(ge=0, why="0 = no overlong penalty"),
+            "reward.overlong_penalty_factor?": Float(ge=0),
+        })
+    return table
 
 
 def train_table() -> Table:
@@ -214,6 +229,7 @@ def train_table() -> Table:
         "data.answer_key?": FIELD_KEY,
         "data.id_key?": FIELD_KEY,
         "data.answer_format?": Enum(*ANSWER_FORMATS),
+        "data.extract?": EXTRACT,
         "data.train_size?": Int(ge=1, null=True, why="null = the whole split"),
         "data.test_size?": Int(ge=1, null=True, why="null = the whole split"),
         "data.synthetic?": Dict(null=True),
@@ -292,7 +308,7 @@ def train_table() -> Table:
         "optim.schedule?": Enum("constant", "cosine"),
         "optim.min_lr_ratio?": Float(ge=0, le=1),
         "optim.grad_clip?": Float(ge=0, null=True, why="max global grad norm; 0 = off"),
-        **_reward_table(optional=True),
+        **_reward_table(optional=True, train=True),
         # val
         "val.every": Int(ge=0, why="0 = never"),
         "val.at_start": Bool(),
@@ -328,6 +344,7 @@ def benchmark_table(prefix: str = "") -> Table:
 
     return {f"{prefix}{k}?": v for k, v in {
         "name": Str(),
+        "extract": EXTRACT,
         "source": Enum("file", "synthetic"),
         "hub_id": Str(null=True),
         "split": Str(null=True),

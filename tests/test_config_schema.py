@@ -72,6 +72,9 @@ def test_name_lists_match_their_sources():
     from rlvr_cli.rollout.extrapolate import DRIVERS, RESAMPLE
 
     assert set(schema.DTYPES) == {"auto", *DTYPES}
+    from rlvr_cli.rewards.extract import VALID_MODES
+
+    assert schema.EXTRACT_MODES == VALID_MODES
     assert schema.EXTRAPOLATE_DRIVERS == tuple(DRIVERS) and schema.EXTRAPOLATE_RESAMPLE == tuple(RESAMPLE)
     from rlvr_cli.rollout.correction import MODES
     from rlvr_cli.rollout.engines import ENGINES
@@ -176,7 +179,10 @@ def test_unknown_keys_are_hydras_job():
     ("trainer.checkpoint_logits=sometimes", "trainer.checkpoint_logits='sometimes': expected auto, true or false"),
     ("reward.timeout_s=0", "reward.timeout_s=0: expected a float > 0"),
     ("reward.num_workers=0", "reward.num_workers=0: expected an int >= 1"),
-    ("reward.extract=last", "reward.extract='last': expected one of auto | boxed | answer_line"),
+    ("reward.extract=last", "reward.extract='last': expected one of auto | gsm8k | boxed | boxed_all | answer_line"),
+    ("reward.extract=[boxed,nope]", "reward.extract=['boxed', 'nope']: expected one of auto | gsm8k | boxed"),
+    ("reward.rel_tol=2", "reward.rel_tol=2: expected a float in [0, 1)"),
+    ("reward.weights=[a]", "reward.weights=['a']: expected null or a list, each item a float"),
     ("seed=1.5", "seed=1.5: expected an int"),
     ("logger=wandb logger.mode=sometimes", "logger.mode='sometimes': expected one of offline | online"),
     ("trainer=zero2 trainer.zero_stage=4", "trainer.zero_stage=4: expected an int in [0, 3]"),

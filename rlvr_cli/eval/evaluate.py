@@ -36,13 +36,16 @@ def sample_and_grade(
     model, tokenizer, prompts: list[Prompt], grader: MathGrader, n: int, temperature: float, top_p: float,
     max_new_tokens: int, batch_size: int = 64, prompts_per_chunk: int | None = None, on_chunk=None,
     generate: Generate | None = None, max_prompt_len: int | None = None, stop: StopCriteria | None = None,
+    extract=None,
 ) -> list[Sample]:
     """n samples for each prompt, graded.
 
     Prompts are processed in chunks of about ``batch_size`` sequences (prompts × n), so a progress
     callback (``on_chunk(done_prompts)``) can report an ETA on long benchmarks. ``generate`` replaces
     plain HF sampling (e.g. Δlog p extrapolation); it must return n responses per prompt, prompt-major.
-    ``stop``: where responses end (default: the model's EOS), as in training.
+    ``stop``: where responses end (default: the model's EOS), as in training. ``extract``: the answer
+    forms to read (a benchmark's own), else the grader's. Each chunk is graded in the background
+    (``grader.grade_async``) while the next one generates.
     """
     if generate is None:
         def generate(part: list[Prompt]) -> tuple[Rollouts, dict[str, list[float]]]:
@@ -52,11 +55,11 @@ def sample_and_grade(
 
     chunk = prompts_per_chunk or max(1, batch_size // max(1, n))
     samples: list[Sample] = []
-    for start in range(0, len(prompts), chunk):
-        part = prompts[start : start + chunk]
-        ro, extras = generate(part)
-        answers = [part[g].answer for g in ro.group_ids.tolist()]
-        grades = grader.grade(ro.texts, answers)
+    pending = None  # the previous chunk, being graded in the background while this one generates
+
+    def collect(item) -> None:
+        part, ro, extras, future, done = item
+        grades = future.result()
         lengths = ro.response_mask.sum(-1).tolist()
         for i, (g, grade) in enumerate(zip(ro.group_ids.tolist(), grades)):
             samples.append(Sample(
@@ -65,5 +68,16 @@ def sample_and_grade(
                 truncated=bool(ro.truncated[i]), extra={k: v[i] for k, v in extras.items()},
             ))
         if on_chunk is not None:
-            on_chunk(min(len(prompts), start + chunk))
+            on_chunk(done)
+
+    for start in range(0, len(prompts), chunk):
+        part = prompts[start : start + chunk]
+        ro, extras = generate(part)
+        answers = [part[g].answer for g in ro.group_ids.tolist()]
+        future = grader.grade_async(ro.texts, answers, extract)  # CPU work, overlapping the next chunk's generation
+        if pending is not None:
+            collect(pending)
+        pending = (part, ro, extras, future, min(len(prompts), start + chunk))
+    if pending is not None:
+        collect(pending)
     return samples

@@ -40,14 +40,15 @@ def vote_key(answer: str) -> str:
     return re.sub(r"\s+", "", answer).rstrip(".")
 
 
-def majority_vote(extracted: Sequence[str | None], correct: Sequence[bool]) -> bool:
-    """maj@n: the most frequent extracted answer (see :func:`vote_key`) decides; ties go to the answer
-    that appeared first. Samples with no extracted answer do not vote; if none has one, maj@n is 0.
+def majority_vote(extracted: Sequence[str | None], correct: Sequence[bool], labels: Sequence[Any] | None = None) -> bool:
+    """maj@n: the most frequent extracted answer decides; ties go to the answer that appeared first.
+    Samples with no extracted answer do not vote; if none has one, maj@n is 0.
 
-    Non-numeric answers that are equal but written differently (``\\sqrt{12}`` vs ``2\\sqrt{3}``) vote
-    separately: a known simplification against clustering with math-verify.
+    Answers vote together when they share a label: ``labels`` (the grader's equivalence clusters,
+    :meth:`MathGrader.clusters`: ``\\sqrt{12}`` and ``2\\sqrt{3}`` are one vote), else :func:`vote_key`.
+    The winner is correct if any of its voters was graded correct.
     """
-    keys = [vote_key(a) if a else None for a in extracted]
+    keys = list(labels) if labels is not None else [vote_key(a) if a else None for a in extracted]
     votes = Counter(k for k in keys if k is not None)
     if not votes:
         return False
@@ -62,9 +63,10 @@ def pass_ks(n: int) -> list[int]:
     return sorted(set(ks + [n])) if n >= 1 else []
 
 
-def summarize_samples(samples: Sequence[Any], n: int) -> dict[str, float]:
+def summarize_samples(samples: Sequence[Any], n: int, grader: Any = None) -> dict[str, float]:
     """``samples``: records with ``problem_id``, ``correct``, ``extracted``, ``length``, ``truncated``,
-    ``status``. Returns avg@n, pass@k for k = 1, 2, 4, … ≤ n, maj@n, mean length, truncation and timeouts."""
+    ``status``. Returns avg@n, pass@k for k = 1, 2, 4, … ≤ n, maj@n, mean length, truncation and timeouts.
+    With a ``grader``, maj@n votes by equivalence (its ``clusters``), else by :func:`vote_key`."""
     by_problem: dict[str, list[Any]] = {}
     for s in samples:
         by_problem.setdefault(s.problem_id, []).append(s)
@@ -73,7 +75,10 @@ def summarize_samples(samples: Sequence[Any], n: int) -> dict[str, float]:
     out: dict[str, float] = {f"avg@{n}": sum(s.correct for s in samples) / len(samples)}
     for k in pass_ks(n):
         out[f"pass@{k}"] = sum(pass_at_k(len(g), sum(s.correct for s in g), k) for g in by_problem.values()) / len(by_problem)
-    out[f"maj@{n}"] = sum(majority_vote([s.extracted for s in g], [s.correct for s in g]) for g in by_problem.values()) / len(by_problem)
+    groups = list(by_problem.values())
+    labels = grader.clusters([[s.extracted for s in g] for g in groups]) if grader is not None else [None] * len(groups)
+    out[f"maj@{n}"] = sum(majority_vote([s.extracted for s in g], [s.correct for s in g], lab)
+                          for g, lab in zip(groups, labels)) / len(groups)
     out["response_len_mean"] = sum(s.length for s in samples) / len(samples)
     out["truncated_frac"] = sum(s.truncated for s in samples) / len(samples)
     out["grader_timeouts"] = float(sum(s.status == "timeout" for s in samples))

@@ -312,7 +312,8 @@ def _header(cfg: DictConfig, model, base, model_cfg: dict[str, Any], device: tor
         "sampling": {"n": int(ev.n), "temperature": float(ev.temperature), "top_p": float(ev.top_p),
                      "max_new_tokens": ev.max_new_tokens, "batch_size": int(ev.batch_size),
                      "max_prompt_len": ev.get("max_prompt_len")},
-        "grader": {"verifier": "rlvr_cli.rewards.MathGrader (fast path + math-verify)", "extract": str(cfg.reward.extract),
+        "grader": {"verifier": "rlvr_cli.rewards.MathGrader (fast path + math-verify)", "extract": str(OmegaConf.to_container(cfg.reward, resolve=True)["extract"]),
+                   "rel_tol": float(cfg.reward.get("rel_tol", 1e-8)),
                    "timeout_s": float(cfg.reward.timeout_s), "num_workers": int(cfg.reward.num_workers)},
         "extrapolate": {"enabled": base is not None, "base": x.get("base"), "gamma": float(x.gamma), "tau": float(x.tau),
                         "driver": str(x.driver), "cand_topk": int(x.cand_topk), "resample": str(x.resample)},
@@ -356,9 +357,9 @@ def run_benchmark(bench: dict[str, Any], cfg: DictConfig, model, tokenizer, grad
 
         samples = sample_and_grade(model, tokenizer, prompts, grader, n, float(ev.temperature), float(ev.top_p),
                                    max_new, int(ev.batch_size), on_chunk=on_chunk, generate=generate,
-                                   max_prompt_len=ev.get("max_prompt_len"), stop=stop)
+                                   max_prompt_len=ev.get("max_prompt_len"), stop=stop, extract=bench.get("extract"))
     wall = time.time() - t0
-    metrics = summarize_samples(samples, n)
+    metrics = summarize_samples(samples, n, grader)
     if base is not None:
         metrics.update(_extrap_metrics(samples))
     metrics = {k: round(v, 6) for k, v in metrics.items()}
@@ -414,7 +415,9 @@ def eval_main(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     samples_path.write_text("")
 
     # 3. each benchmark; results are rewritten after each, so finished benchmarks survive a crash
-    with MathGrader(str(cfg.reward.extract), float(cfg.reward.timeout_s), int(cfg.reward.num_workers)) as grader:
+    extract = OmegaConf.to_container(cfg.reward, resolve=True)["extract"]
+    with MathGrader(extract, float(cfg.reward.timeout_s), int(cfg.reward.num_workers),
+                    rel_tol=float(cfg.reward.get("rel_tol", 1e-8))) as grader:
         for bench in benches:
             record, samples = run_benchmark(bench, cfg, model, tokenizer, grader, base, xcfg, stop, engine)
             results["benchmarks"][bench["name"]] = record

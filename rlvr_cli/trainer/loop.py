@@ -25,6 +25,7 @@ from rlvr_cli.stats import entropy_dynamics
 from rlvr_cli.models import load_model, load_tokenizer, pick_device, pick_dtype
 from rlvr_cli.progress import StepProgress
 from rlvr_cli.rewards import MathGrader
+from rlvr_cli.rewards.functions import RewardInputs, build_rewards, score as reward_score
 from rlvr_cli.rollout.correction import importance_weights, mismatch_metrics, weight_metrics
 from rlvr_cli.rollout.engines import SamplingSpec, build_engine
 from rlvr_cli.rollout.stopping import resolve_stop
@@ -37,6 +38,10 @@ from rlvr_cli.types import PolicyBatch, Rollouts, TrainBatch
 
 log = logging.getLogger(__name__)
 FAULT_KILL_ENV = "RLVR_FAULT_KILL_AT_STEP"  # fault injection for the resume test: SIGKILL after step N
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
 
 
 class GRPOTrainer:
@@ -70,7 +75,11 @@ class GRPOTrainer:
         if bad:
             raise UserError(f"method.loss has unknown key(s) {bad}; valid: {', '.join(ClipSpec.__dataclass_fields__)}")
         self.clip = ClipSpec(**{**clip, **self.method.clip_overrides})
-        self.grader = MathGrader(**c(cfg.reward))
+        reward = c(cfg.reward)
+        self.grader = MathGrader(reward["extract"], reward["timeout_s"], reward["num_workers"],
+                                 rel_tol=reward.get("rel_tol", 1e-8))
+        self.reward_terms = build_rewards(reward, int(self.rollout_cfg["max_new_tokens"]))
+        self.term_values: list[dict[str, list[float]]] = []  # each reward term's values, per sampling round
         self.step, self.bad_streak, self.prev_entropy = 0, 0, None
         self.gen_s = 0.0  # generation seconds of the current step (all refill rounds)
         self.resume_from = ckpt.resolve_resume(self.trainer_cfg.get("resume"), self.out_dir)
@@ -168,7 +177,7 @@ class GRPOTrainer:
         step = self.step + 1
         self.engine.set_lr_for_step(self.step)
         # 1-3. data -> rollout -> reward, in rounds when DAPO's dynamic sampling refills the batch
-        self.gen_s = 0.0
+        self.gen_s, self.term_values = 0.0, []
         rollouts, grades, scores, keep, rounds = self.sample_batch()
         self.rollout.sleep()  # the engine's KV cache (and weights) leave the GPU during the update
         t_gen = self.gen_s
@@ -205,8 +214,15 @@ class GRPOTrainer:
         t0 = time.perf_counter()
         rollouts = self.rollout.generate(prompts, self.algo["group_size"], self.spec)
         self.gen_s += time.perf_counter() - t0
-        grades = self.grader.grade(rollouts.texts, [prompts[g].answer for g in rollouts.group_ids.tolist()])
-        return rollouts, grades, torch.tensor([g.score for g in grades])  # scores [N]
+        rows_of = rollouts.group_ids.tolist()
+        answers = [prompts[g].answer for g in rows_of]
+        grades = self.grader.grade(rollouts.texts, answers)
+        fields = {"prompts": [prompts[g].text for g in rows_of], "problem": [prompts[g].problem for g in rows_of],
+                  "id": [prompts[g].id for g in rows_of]}
+        inputs = RewardInputs(rollouts.texts, answers, grades, rollouts.response_mask.sum(-1).tolist(), fields)
+        total, values = reward_score(self.reward_terms, inputs)
+        self.term_values.append(values)
+        return rollouts, grades, torch.tensor(total, dtype=torch.float32)  # scores [N]
 
     def sample_batch(self) -> tuple[Rollouts, list, torch.Tensor, torch.Tensor, int]:
         """(rollouts, grades, scores [N], keep [N] bool, generation rounds).
@@ -319,7 +335,9 @@ class GRPOTrainer:
         statuses = [g.status for g in grades]
         return {
             "reward/mean": float(scores.mean()),
-            "reward/accuracy": float((scores > 0).float().mean()),
+            "reward/accuracy": sum(g.score for g in grades) / len(grades),
+            **{f"reward/{t.name}": _mean([v for r in self.term_values for v in r[t.name]])
+               for t in self.reward_terms if t.name != "accuracy"},
             "reward/no_answer_frac": statuses.count("no_answer") / len(statuses),
             "reward/parse_errors": float(statuses.count("parse_error")),
             "reward/timeouts": float(statuses.count("timeout")),
@@ -405,7 +423,7 @@ class GRPOTrainer:
                                    generate=lambda part: (self.rollout.generate(part, v.n, self.val_spec), {}))
         self.rollout.sleep()
         name = self.cfg.data.name
-        out = {f"val/{name}/{k}": val for k, val in summarize_samples(samples, v.n).items()}
+        out = {f"val/{name}/{k}": val for k, val in summarize_samples(samples, v.n, self.grader).items()}
         return ddp.mean_metrics({**out, "perf/val_s": time.perf_counter() - t0})
 
     def fit(self) -> dict[str, float]:

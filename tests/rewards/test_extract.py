@@ -193,3 +193,19 @@ def test_adversarial_text_extracts_in_linear_time(mode: str) -> None:
     a regression shows up as a hung test)."""
     for text in ["$" * 100_000, "\\(" * 50_000, "\\boxed{1}, " * 9_000, "answer is " * 10_000, "A:\n" * 30_000]:
         extract_answer(text, mode=mode)
+
+
+def test_every_data_config_names_an_extraction_that_reads_its_format() -> None:
+    """conf/data/*.yaml: gsm8k reads "####", dapo reads "Answer:", the boxed sets read boxes."""
+    from pathlib import Path
+
+    import yaml
+
+    conf = Path(__file__).resolve().parents[2] / "conf" / "data"
+    modes = {p.stem: yaml.safe_load(p.read_text())["extract"] for p in conf.glob("*.yaml")}
+    assert set(modes) == {"arith", "math", "gsm8k", "dapo17k", "openr1_46k", "jsonl"}
+    assert extract_answer("She has 18 eggs.\n#### 18", modes["gsm8k"]) == "18"
+    assert extract_answer("The answer is 18.", modes["gsm8k"]) == "18"
+    assert extract_answer("so\nAnswer: 18", modes["dapo17k"]) == "18"
+    for name in ("math", "openr1_46k", "arith", "jsonl"):
+        assert extract_answer(r"so \boxed{1}, \boxed{2}", modes[name]) == "1, 2"

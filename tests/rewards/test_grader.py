@@ -291,3 +291,68 @@ def test_workers_exit_on_their_own_when_the_parent_goes_away() -> None:
         worker.process.join(HANG_GUARD_S)
     assert [worker.process.exitcode for worker in workers] == [0, 0]
     grader.close()
+
+
+# ------------------------------------------------------------------------------------------
+# Already-extracted answers, background grading, maj@k clusters (issue 11)
+# ------------------------------------------------------------------------------------------
+
+
+def test_compare_grades_extracted_answers_through_the_pool(grader: MathGrader) -> None:
+    grades = grader.compare([r"2\sqrt{3}", "0.5", None, r"\sqrt{13}"], [r"\sqrt{12}", r"\frac{1}{2}", "1", r"\sqrt{12}"])
+    assert [g.status for g in grades] == ["correct", "correct", "no_answer", "wrong"]
+    with pytest.raises(ValueError, match="2 predictions but 1 answers"):
+        grader.compare(["1", "2"], ["1"])
+
+
+def test_compare_keeps_the_timeout(monkeypatch) -> None:
+    monkeypatch.setenv(TEST_HOOK_ENV, "1")
+    with MathGrader(timeout_s=0.5, num_workers=1) as g:
+        assert g.compare([HANG_TOKEN], [r"\sqrt{2}"])[0].status == "timeout"
+
+
+def test_grade_async_returns_the_same_grades(grader: MathGrader) -> None:
+    responses, answers = [boxed(r"\frac{\pi}{2}"), boxed("3"), "none"], [r"\pi/2", "4", "1"]
+    future = grader.grade_async(responses, answers)
+    assert [g.status for g in future.result(timeout=60)] == [g.status for g in grader.grade(responses, answers)]
+
+
+def test_grade_takes_a_per_call_extraction(grader: MathGrader) -> None:
+    assert grader.grade(["#### 18"], ["18"])[0].status == "no_answer"  # the grader's own: auto
+    assert grader.grade(["#### 18"], ["18"], extract="gsm8k")[0].status == "correct"
+
+
+def test_rel_tol_is_configurable() -> None:
+    with MathGrader(rel_tol=1e-4) as loose, MathGrader() as strict:
+        assert loose.compare(["0.333333"], [r"\frac{1}{3}"])[0].status == "correct"
+        assert strict.compare(["0.333333"], [r"\frac{1}{3}"])[0].status == "wrong"
+    with pytest.raises(ValueError, match="rel_tol"):
+        MathGrader(rel_tol=1.5)
+
+
+def test_clusters_put_equal_spellings_in_one_vote(grader: MathGrader) -> None:
+    labels = grader.clusters([
+        [r"\dfrac{\sqrt{3}}{2}", r"\frac{\sqrt3}{2}", "1", r"\frac{\sqrt{3}}{2}", None, "1"],
+        ["0.5", r"\frac{1}{2}", "2"],
+    ])
+    assert labels[0][0] == labels[0][1] == labels[0][3] != labels[0][2]
+    assert labels[0][4] is None and labels[0][2] == labels[0][5]
+    assert labels[1][0] == labels[1][1] != labels[1][2]
+
+
+def test_clusters_respect_the_cap(grader: MathGrader) -> None:
+    """Beyond the cap, distinct answers are not compared (each keeps its own vote)."""
+    answers = [rf"\sqrt{{{k}}}" for k in (2, 3, 5)] + [r"\sqrt{8}/2"]  # sqrt(8)/2 = sqrt(2)
+    assert grader.clusters([answers], cap=16)[0][3] == 0
+    assert grader.clusters([answers], cap=2)[0][3] == 3
+
+
+def test_maj_at_k_votes_by_equivalence(grader: MathGrader) -> None:
+    """Three spellings of √3/2 outvote two 1's: text keys alone would let "1" win."""
+    from rlvr_cli.eval.metrics import summarize_samples
+    from types import SimpleNamespace as S
+
+    extracted = ["1", "1", r"\dfrac{\sqrt{3}}{2}", r"\frac{\sqrt3}{2}", r"\frac{\sqrt{3}}{2}"]
+    samples = [S(problem_id="p", correct=e != "1", extracted=e, length=1, truncated=False, status="x") for e in extracted]
+    assert summarize_samples(samples, 5)["maj@5"] == 0.0
+    assert summarize_samples(samples, 5, grader)["maj@5"] == 1.0

@@ -186,3 +186,17 @@ def test_kl_cov_selects_per_mini_batch_from_the_current_policy_and_logs_verl_ppo
     assert m["method/kl_cov/n_selected"] >= 1
     # verl's name holds verl's value (mean |lp − old| ≥ |signed mean|); ours keeps the signed k1
     assert m["actor/ppo_kl"] > 0 and m["actor/ppo_kl"] >= abs(m["ppo/kl"]) and m["actor/ppo_kl"] != m["ppo/kl"]
+
+
+def test_reward_terms_and_a_user_function_train_and_are_logged(tmp_path):
+    """reward.funcs + reward.fn (TRL's contract): each term's mean is logged, the score is their weighted sum."""
+    fn = tmp_path / "shaping.py"
+    fn.write_text("def short(completions, answers, completion_lengths, **kw):\n"
+                  "    return [1.0 if n < 20 else 0.0 for n in completion_lengths]\n")
+    cfg = compose_train(["reward.funcs=[accuracy,format]", f"reward.fn={fn}:short", "reward.weights=[1.0,0.5,0.25]",
+                         "trainer.max_steps=1"])
+    train_main(cfg, tmp_path / "run")
+    row = _metrics(tmp_path / "run" / "metrics.jsonl")[-1]
+    expected = row["reward/accuracy"] + 0.5 * row["reward/format"] + 0.25 * row["reward/short"]
+    assert row["reward/mean"] == pytest.approx(expected, abs=1e-6)
+    assert 0.0 <= row["reward/format"] <= 1.0 and "reward/short" in row
