@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from rlvr_cli.rewards.grader import as_number
+from rlvr_cli.rewards.fast import vote_key
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -29,15 +28,6 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     for i in range(n - c + 1, n + 1):
         prod *= 1.0 - k / i
     return 1.0 - prod
-
-
-def vote_key(answer: str) -> str:
-    """What maj@n groups on: the exact value of a plain number (``25``, ``025``, ``25.0``, ``\\frac{1}{2}``
-    and ``0.5`` vote together, using the grader's own number parser), else the whitespace-free text."""
-    number = as_number(answer)
-    if number is not None:
-        return f"{number.value}{'%' if number.percent else ''}"
-    return re.sub(r"\s+", "", answer).rstrip(".")
 
 
 def majority_vote(extracted: Sequence[str | None], correct: Sequence[bool], labels: Sequence[Any] | None = None) -> bool:

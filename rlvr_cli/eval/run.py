@@ -35,6 +35,7 @@ from rlvr_cli.data.datasets import canonical_rows
 from rlvr_cli.errors import UserError
 from rlvr_cli.eval.evaluate import Sample, sample_and_grade
 from rlvr_cli.eval.metrics import pass_ks, summarize_samples
+from rlvr_cli.rewards.fast import DEFAULT_REL_TOL
 from rlvr_cli.types import Prompt
 
 log = logging.getLogger(__name__)
@@ -313,7 +314,7 @@ def _header(cfg: DictConfig, model, base, model_cfg: dict[str, Any], device: tor
                      "max_new_tokens": ev.max_new_tokens, "batch_size": int(ev.batch_size),
                      "max_prompt_len": ev.get("max_prompt_len")},
         "grader": {"verifier": "rlvr_cli.rewards.MathGrader (fast path + math-verify)", "extract": str(OmegaConf.to_container(cfg.reward, resolve=True)["extract"]),
-                   "rel_tol": float(cfg.reward.get("rel_tol", 1e-8)),
+                   "rel_tol": float(cfg.reward.get("rel_tol", DEFAULT_REL_TOL)),
                    "timeout_s": float(cfg.reward.timeout_s), "num_workers": int(cfg.reward.num_workers)},
         "extrapolate": {"enabled": base is not None, "base": x.get("base"), "gamma": float(x.gamma), "tau": float(x.tau),
                         "driver": str(x.driver), "cand_topk": int(x.cand_topk), "resample": str(x.resample)},
@@ -415,9 +416,7 @@ def eval_main(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     samples_path.write_text("")
 
     # 3. each benchmark; results are rewritten after each, so finished benchmarks survive a crash
-    extract = OmegaConf.to_container(cfg.reward, resolve=True)["extract"]
-    with MathGrader(extract, float(cfg.reward.timeout_s), int(cfg.reward.num_workers),
-                    rel_tol=float(cfg.reward.get("rel_tol", 1e-8))) as grader:
+    with MathGrader.from_config(OmegaConf.to_container(cfg.reward, resolve=True)) as grader:
         for bench in benches:
             record, samples = run_benchmark(bench, cfg, model, tokenizer, grader, base, xcfg, stop, engine)
             results["benchmarks"][bench["name"]] = record

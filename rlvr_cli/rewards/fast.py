@@ -41,11 +41,11 @@ _THIN_SPACE = re.compile(r"\\\\|\\[,;: ]|~")
 _MATH_DELIMITERS = (("$$", "$$"), ("$", "$"), (r"\(", r"\)"), (r"\[", r"\]"))
 _BOX_COMMANDS = (r"\boxed", r"\fbox")
 _TEXT_COMMANDS = (r"\text", r"\textrm", r"\textbf", r"\mbox", r"\mathrm", r"\mathbf")
-_PERCENT = re.compile(r"\s*(?:\\%|%|\\text\{\s*percent\s*\}|percent)$")
-_MATH_DOLLAR = re.compile(r"(?<!\\)\$")  # a "$" that is a math delimiter, not "\$"
+PERCENT = re.compile(r"\s*(?:\\%|%|\\text\{\s*percent\s*\}|percent)$")
+MATH_DOLLAR = re.compile(r"(?<!\\)\$")  # a "$" that is a math delimiter, not "\$"
 
 
-def _canonical(answer: str) -> str:
+def canonical(answer: str) -> str:
     """Spelling-level clean-up that never changes the mathematical value of an answer."""
     text = str(answer).strip()
     for old, new in _SPELLINGS:
@@ -95,7 +95,9 @@ def _unwrap_command(text: str, commands: Sequence[str]) -> str:
 _MAX_NUMBER_CHARS = 100
 _VARIABLE_ASSIGNMENT = re.compile(r"^[A-Za-z]\s*=\s*")  # "x = 5"
 _CURRENCY = re.compile(r"^\\?\$\s*")  # "\$5"
-_DEGREES = re.compile(r"\s*(?:\^\s*\{?\s*\\circ\s*\}?|\\degree)$")
+# ``^\circ``, ``^{\circ}``, ``\degree``: a degree sign anywhere (``DEGREE_MARK``) or at the end.
+DEGREE_MARK = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\degree(?![A-Za-z])")
+_DEGREES = re.compile(r"\s*(?:" + DEGREE_MARK.pattern + ")$")
 # A unit may carry a power (cm^2, \text{ m}^{3}) or a "per" part (m/s, \text{km/h}).
 _POWER = r"(?:\s*\^\s*\{?\s*\d\s*\}?)?"
 _UNIT_IN_TEXT = re.compile(
@@ -166,7 +168,7 @@ def fast_compare(pred: str, gold: str, rel_tol: float = DEFAULT_REL_TOL) -> bool
     exactly unless one is written as a decimal; then within ``rel_tol`` relative difference, so
     ``0.0833333333333333`` is ``1/12`` but ``0.333`` is not ``1/3`` (at the default 1e-8).
     """
-    pred_text, gold_text = _canonical(pred), _canonical(gold)
+    pred_text, gold_text = canonical(pred), canonical(gold)
     if pred_text and _squeeze(pred_text) == _squeeze(gold_text):
         return True
     choice = _compare_choices(pred_text, gold_text)
@@ -199,14 +201,14 @@ def as_number(text: str) -> _Number | None:
     thousands separators, a leading ``+`` and leading zeros.  Mixed numbers (``1 1/2``) and number
     words (``five``, ``twenty-one``) are read as their value.
     """
-    text = _canonical(text)
+    text = canonical(text)
     if len(text) > _MAX_NUMBER_CHARS:
         return None
     text = _VARIABLE_ASSIGNMENT.sub("", text, count=1)
     text = _unwrap_command(text, _TEXT_COMMANDS)
     text = _CURRENCY.sub("", text)
-    percent = _PERCENT.search(text) is not None
-    text = _DEGREES.sub("", _PERCENT.sub("", text))
+    percent = PERCENT.search(text) is not None
+    text = _DEGREES.sub("", PERCENT.sub("", text))
     words = _number_words(text)
     if words is not None:
         return _Number(Fraction(words), percent)
@@ -219,6 +221,15 @@ def as_number(text: str) -> _Number | None:
     text = text.replace(" ", "")
     value = _parse_rational(text)
     return None if value is None else _Number(value, percent, "." in text)
+
+
+def vote_key(answer: str) -> str:
+    """The spelling-level key maj@n groups on before any comparison: the exact value of a plain number
+    (``25``, ``025``, ``25.0``, ``\\frac{1}{2}`` and ``0.5`` share one), else the whitespace-free text."""
+    number = as_number(answer)
+    if number is not None:
+        return f"{number.value}{'%' if number.percent else ''}"
+    return re.sub(r"\s+", "", answer).rstrip(".")
 
 
 def numbers_match(pred: _Number, gold: _Number, rel_tol: float = DEFAULT_REL_TOL) -> bool:
@@ -340,7 +351,7 @@ def as_clock_time(text: str) -> frozenset[int] | None:
     ``8:34 p.m.`` -> {20:34}; ``20:34:00`` -> {20:34}; a time up to 12:59 without a.m./p.m. may be
     either (``4:30`` -> {4:30, 16:30}), so it matches ``4:30 p.m.`` and ``4:30 a.m.``.
     """
-    text = _unwrap_command(_canonical(text), _TEXT_COMMANDS)
+    text = _unwrap_command(canonical(text), _TEXT_COMMANDS)
     if len(text) > 40 or ":" not in text:
         return None
     match = _TIME.fullmatch(text.strip())
@@ -363,7 +374,7 @@ def as_clock_time(text: str) -> frozenset[int] | None:
 
 def is_empty_answer(text: str) -> bool:
     """``\\emptyset``, ``none``, ``no solution``, ``does not exist``, ... (spelling-insensitive)."""
-    text = _unwrap_command(_canonical(text), _TEXT_COMMANDS)
+    text = _unwrap_command(canonical(text), _TEXT_COMMANDS)
     if len(text) > 60:
         return False
     key = re.sub(r"[\s.!'\"]", "", text.lower())

@@ -23,11 +23,12 @@ import collections
 import concurrent.futures
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from rlvr_cli.rewards.extract import check_mode, extract_answer
-from rlvr_cli.rewards.fast import DEFAULT_REL_TOL, as_number, fast_compare
+from rlvr_cli.rewards.fast import DEFAULT_REL_TOL, as_number, fast_compare, vote_key
 from rlvr_cli.rewards.pool import CRASH_TOKEN, HANG_TOKEN, TEST_HOOK_ENV, _WorkerPool
 from rlvr_cli.rewards.symbolic import symbolic_status
 
@@ -106,6 +107,12 @@ class MathGrader:
         # runs at most once: on close(), on garbage collection, or at interpreter exit.
         self._finalizer = weakref.finalize(self, _WorkerPool.close, self._pool)
 
+    @classmethod
+    def from_config(cls, reward: Mapping[str, Any]) -> MathGrader:
+        """From a resolved ``reward`` config node (``conf/train.yaml``, ``conf/eval.yaml``)."""
+        return cls(reward["extract"], float(reward["timeout_s"]), int(reward["num_workers"]),
+                   rel_tol=float(reward.get("rel_tol", DEFAULT_REL_TOL)))
+
     # ------------------------------------------------------------------------------------ grading
     def grade(
         self, responses: Sequence[str], answers: Sequence[str], extract: str | Sequence[str] | None = None
@@ -158,15 +165,16 @@ class MathGrader:
         compared, in rounds batched over all problems, each comparison under the grader's timeout
         (a timeout counts as "not equal").  ``None`` (no answer) gets the label ``None``.
         """
-        from rlvr_cli.eval.metrics import vote_key  # metrics imports this module
-
         keyed = [[vote_key(a) if a else None for a in group] for group in groups]
-        orders: list[list[str]] = []
-        for keys in keyed:
-            counts = collections.Counter(k for k in keys if k is not None)
-            first = {k: i for i, k in reversed(list(enumerate(keys))) if k is not None}
-            orders.append(sorted(counts, key=lambda k: (-counts[k], first[k])))
-        text = [{vote_key(a): a for a in reversed(group) if a} for group in groups]  # key -> first spelling
+        text: list[dict[str, str]] = [{} for _ in groups]  # key -> its first spelling
+        for g, (keys, group) in enumerate(zip(keyed, groups)):
+            for key, answer in zip(keys, group):
+                if key is not None:
+                    text[g].setdefault(key, answer)
+        # most frequent first; a Counter keeps first-seen order and the sort is stable, so ties go to
+        # the answer seen first
+        orders = [sorted(counts, key=lambda k, c=counts: -c[k])
+                  for counts in (collections.Counter(k for k in keys if k is not None) for keys in keyed)]
         reps: list[list[str]] = [[] for _ in groups]  # representative keys, in cluster order
         label: list[dict[str, int]] = [{} for _ in groups]
         for rank in range(max((len(o) for o in orders), default=0)):

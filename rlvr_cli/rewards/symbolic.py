@@ -19,7 +19,7 @@ import re
 import sympy
 from math_verify import LatexExtractionConfig, parse, verify
 
-from rlvr_cli.rewards.fast import _MATH_DOLLAR, _PERCENT, DEFAULT_REL_TOL, _canonical, is_decimal_number
+from rlvr_cli.rewards.fast import DEFAULT_REL_TOL, DEGREE_MARK, MATH_DOLLAR, PERCENT, canonical, is_decimal_number
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,6 @@ _SIMPLE_LHS = re.compile(
 _RELATION = re.compile(r"\s*(<=|>=|<|>|\\leq?slant(?![A-Za-z])|\\leq?(?![A-Za-z])|\\geq?slant(?![A-Za-z])"
                        r"|\\geq?(?![A-Za-z])|\\lt(?![A-Za-z])|\\gt(?![A-Za-z]))\s*")
 _VARIABLE = re.compile(r"[A-Za-z]")
-_DEGREE_MARK = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\degree(?![A-Za-z])")
 _MATRIX = re.compile(r"^\\begin\{([pbvB]?matrix)\}(.*)\\end\{\1\}$", re.DOTALL)
 
 
@@ -109,7 +108,7 @@ def _one_sided(op: tuple[str, bool], bound: str) -> str:
 
 def degrees_to_radians(text: str) -> str:
     """``30^\\circ`` -> ``30\\cdot\\frac{\\pi}{180}``."""
-    return _DEGREE_MARK.sub(r"\\cdot\\frac{\\pi}{180}", text)
+    return DEGREE_MARK.sub(r"\\cdot\\frac{\\pi}{180}", text)
 
 
 def vector_as_tuple(text: str) -> str:
@@ -141,7 +140,7 @@ def rewrite_pair(pred: str, gold: str) -> tuple[str, str]:
     """
     pred, gold = strip_simple_lhs(pred), strip_simple_lhs(gold)
     pred, gold = inequality_to_interval(pred), inequality_to_interval(gold)
-    pred_deg, gold_deg = bool(_DEGREE_MARK.search(pred)), bool(_DEGREE_MARK.search(gold))
+    pred_deg, gold_deg = bool(DEGREE_MARK.search(pred)), bool(DEGREE_MARK.search(gold))
     if pred_deg != gold_deg:
         if pred_deg and r"\pi" in gold:
             pred = degrees_to_radians(pred)
@@ -161,17 +160,17 @@ def rewrite_pair(pred: str, gold: str) -> tuple[str, str]:
 
 def _math_verify_text(answer: str) -> str:
     """Cleaned answer without a percent sign (math-verify fails to parse ``50\\%`` alone)."""
-    return _PERCENT.sub("", _canonical(answer))
+    return PERCENT.sub("", canonical(answer))
 
 
 def _gold_document(gold: str) -> str:
     """Gold in ``$...$`` unless it already carries math delimiters or a box."""
-    return gold if (_MATH_DOLLAR.search(gold) or r"\boxed" in gold) else f"${gold}$"
+    return gold if (MATH_DOLLAR.search(gold) or r"\boxed" in gold) else f"${gold}$"
 
 
 def _prediction_document(pred: str) -> str:
     """Prediction in ``\\boxed{...}``: math-verify's highest-priority extraction pattern."""
-    return pred if _MATH_DOLLAR.search(pred) else f"\\boxed{{{pred}}}"
+    return pred if MATH_DOLLAR.search(pred) else f"\\boxed{{{pred}}}"
 
 
 def _parse(document: str) -> list:
@@ -210,10 +209,6 @@ def symbolic_status(pred: str, gold: str, rel_tol: float = DEFAULT_REL_TOL) -> s
         log.debug("math-verify failed on %r vs %r", pred, gold, exc_info=True)
         return "parse_error"
     return "correct" if same else "wrong"
-
-
-# The name the worker pool and older callers use.
-math_verify_status = symbolic_status
 
 
 def _decimal_against_exact(pred_text: str, gold_text: str, pred, gold, rel_tol: float) -> bool | None:

@@ -76,8 +76,7 @@ class GRPOTrainer:
             raise UserError(f"method.loss has unknown key(s) {bad}; valid: {', '.join(ClipSpec.__dataclass_fields__)}")
         self.clip = ClipSpec(**{**clip, **self.method.clip_overrides})
         reward = c(cfg.reward)
-        self.grader = MathGrader(reward["extract"], reward["timeout_s"], reward["num_workers"],
-                                 rel_tol=reward.get("rel_tol", 1e-8))
+        self.grader = MathGrader.from_config(reward)
         self.reward_terms = build_rewards(reward, int(self.rollout_cfg["max_new_tokens"]))
         self.term_values: list[dict[str, list[float]]] = []  # each reward term's values, per sampling round
         self.step, self.bad_streak, self.prev_entropy = 0, 0, None
