@@ -9,7 +9,7 @@ VLLM ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo vllm || echo vllm-
 comma := ,
 EXTRAS := dev$(if $(filter none,$(VLLM)),,$(comma)$(VLLM))
 
-.PHONY: help install run test test-fast smoke tiny-model bench clean
+.PHONY: help install run test test-fast smoke tiny-model lab-model lab lab-quick bench clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -36,6 +36,15 @@ test-fast: install ## unit tests only (skips end-to-end runs)
 
 tiny-model: install ## rebuild the shipped tiny model + tokenizer (rlvr_cli/assets/tiny_arith)
 	$(BIN)/python scripts/build_tiny_model.py
+
+lab-model: install ## rebuild the entropy lab's policy (rlvr_cli/assets/tiny_countdown)
+	$(BIN)/python scripts/build_tiny_model.py --task countdown
+
+lab: install ## the entropy lab: 9 methods x 3 seeds on Countdown (~60 min on 2 cores), one table
+	$(BIN)/python benchmarks/entropy_lab.py --json runs/benchmarks/entropy_lab.json
+
+lab-quick: install ## the entropy lab's smoke run (~3 min)
+	$(BIN)/python benchmarks/entropy_lab.py --quick
 
 clean: ## remove run folders
 	rm -rf runs outputs multirun

@@ -33,6 +33,8 @@ RESUME_WORDS = ("auto", "never", "none")
 ENGINES = ("hf", "vllm", "auto")  # rollout.engines.ENGINES
 EXTRACT_MODES = ("auto", "gsm8k", "boxed", "boxed_all", "answer_line", "hash", "answer_is", "a_line", "last_math",
                  "last_number")  # rewards.extract.VALID_MODES
+VERIFIERS = ("math", "countdown")  # rewards.VERIFIERS
+SYNTHETIC_TASKS = ("arith", "countdown")  # data.synthetic.SYNTHETIC_TASKS
 IS_MODES = ("off", "token_truncate", "token_mask", "sequence_truncate", "sequence_mask")  # rollout.correction.MODES
 
 
@@ -127,6 +129,9 @@ EXTRACT = Spec(f"one of {' | '.join(EXTRACT_MODES)}, or a list of them (tried in
                lambda v: v in EXTRACT_MODES if isinstance(v, str)
                else isinstance(v, list) and bool(v) and all(isinstance(x, str) and x in EXTRACT_MODES for x in v))
 
+VERIFIER = Enum(*VERIFIERS)
+SYNTHETIC_TASK = Enum(*SYNTHETIC_TASKS)
+
 
 def _device_ok(v: Any) -> bool:
     if not isinstance(v, str) or not v:
@@ -188,6 +193,7 @@ def _reward_table(optional: bool, train: bool = False) -> Table:
     q = "?" if optional else ""
     table = {
         f"reward.extract{q}": EXTRACT,
+        "reward.verifier?": VERIFIER,
         "reward.rel_tol?": Float(ge=0, lt=1, why="relative tolerance when one side is a decimal"),
         f"reward.timeout_s{q}": Float(gt=0, why="seconds per answer comparison"),
         f"reward.num_workers{q}": Int(ge=1),
@@ -232,8 +238,10 @@ def train_table() -> Table:
         "data.extract?": EXTRACT,
         "data.train_size?": Int(ge=1, null=True, why="null = the whole split"),
         "data.test_size?": Int(ge=1, null=True, why="null = the whole split"),
+        "data.verifier?": VERIFIER,
         "data.synthetic?": Dict(null=True),
         "data.synthetic.seed?": Int(),
+        "data.synthetic.task?": SYNTHETIC_TASK,
         # algo
         "algo.name?": Str(),
         "algo.group_size": Int(ge=2, why=GROUP),
@@ -345,6 +353,7 @@ def benchmark_table(prefix: str = "") -> Table:
     return {f"{prefix}{k}?": v for k, v in {
         "name": Str(),
         "extract": EXTRACT,
+        "verifier": VERIFIER,
         "source": Enum("file", "synthetic"),
         "hub_id": Str(null=True),
         "split": Str(null=True),

@@ -1,6 +1,8 @@
 #!/usr/bin/env python
-"""Build the embedded default policy: a tiny Qwen2-architecture causal LM for the synthetic
-arithmetic task (``rlvr_cli.data.synthetic``), trained from scratch on this CPU, offline.
+"""Build a shipped tiny policy: a Qwen2-architecture causal LM for a generated task, trained from
+scratch on this CPU, offline. ``--task arith`` (the default) builds the embedded default for the
+chained arithmetic of ``rlvr_cli.data.synthetic``; ``--task countdown`` builds the entropy lab's
+policy for Countdown (``rlvr_cli.data.countdown``, ``make lab-model``).
 
 Steps: (a) byte-level BPE tokenizer (digits split one per token) trained on synthetic text, wrapped
 as a transformers fast tokenizer with a ChatML chat template; (b) a ~1M-parameter ``Qwen2ForCausalLM``;
@@ -9,10 +11,16 @@ early (step 1300 of a 1500-step cosine schedule) so the model is only partly com
 sampling: it knows the format and the method but slips on digits (the RL stage has room to improve it);
 (e) saved with ``save_pretrained`` to ``rlvr_cli/assets/tiny_arith`` with a ``build_info.json``.
 
-The defaults reproduce the shipped model (about 5 minutes on 2 otherwise idle CPU cores; far longer
-when other torch jobs share the cores):
+Countdown has many valid answers per problem: each warm-start example is a problem with one of its
+solutions drawn afresh (``countdown.solutions``), so the model learns the spread over solutions and
+starts RL with real uncertainty (the token entropy, measured on sampled responses, is in
+``build_info.json``).
+
+The defaults reproduce the shipped models (about 5 minutes each on 2 otherwise idle CPU cores; far
+longer when other torch jobs share the cores):
 
     python scripts/build_tiny_model.py                 # -> rlvr_cli/assets/tiny_arith
+    python scripts/build_tiny_model.py --task countdown  # -> rlvr_cli/assets/tiny_countdown
     python scripts/build_tiny_model.py --eval-every 100 --out /tmp/tiny   # watch the accuracy curve
 """
 from __future__ import annotations
@@ -38,7 +46,16 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from rlvr_cli.data.countdown import countdown_split, solutions  # noqa: E402
 from rlvr_cli.data.synthetic import arith_split  # noqa: E402
+from rlvr_cli.rewards.countdown import check as countdown_check  # noqa: E402
+from rlvr_cli.rewards.countdown import parse_gold  # noqa: E402
+
+# what differs by task: the generator's parameters and the SFT length (None = the shared default)
+TASK_DEFAULTS = {
+    "arith": {"out": "tiny_arith", "n_train": 40000, "steps": 1300, "schedule_steps": 1500, "max_new_tokens": 64},
+    "countdown": {"out": "tiny_countdown", "n_train": 2000, "steps": 2000, "schedule_steps": 2000, "max_new_tokens": 48},
+}
 
 PAD, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
 SPECIAL_TOKENS = [PAD, IM_START, IM_END]
@@ -54,13 +71,21 @@ _BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--out", default=str(REPO / "rlvr_cli" / "assets" / "tiny_arith"), help="output folder")
+    p.add_argument("--task", choices=sorted(TASK_DEFAULTS), default="arith",
+                   help="arith: the embedded default; countdown: the entropy lab")
+    p.add_argument("--out", default=None, help="output folder (default rlvr_cli/assets/tiny_<task>)")
     p.add_argument("--seed", type=int, default=0)
-    g = p.add_argument_group("task")
+    g = p.add_argument_group("task (arith)")
     g.add_argument("--min-ops", type=int, default=2)
     g.add_argument("--max-ops", type=int, default=3)
     g.add_argument("--max-operand", type=int, default=20)
-    g.add_argument("--n-train", type=int, default=40000, help="distinct train problems for SFT")
+    g = p.add_argument_group("task (countdown: keep equal to conf/data/countdown.yaml)")
+    g.add_argument("--min-numbers", type=int, default=3, help="numbers per problem: from this many")
+    g.add_argument("--max-numbers", type=int, default=3, help="numbers per problem: to this many")
+    g.add_argument("--max-number", type=int, default=9)
+    g.add_argument("--max-target", type=int, default=40)
+    g = p.add_argument_group("data")
+    g.add_argument("--n-train", type=int, default=None, help="distinct train problems for SFT (arith 40000, countdown 2000)")
     g.add_argument("--n-tokenizer", type=int, default=5000, help="train problems the tokenizer is trained on")
     g = p.add_argument_group("model")
     g.add_argument("--vocab-size", type=int, default=512, help="BPE target (stops earlier when merges run out)")
@@ -71,9 +96,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--intermediate", type=int, default=512)
     g.add_argument("--max-positions", type=int, default=512)
     g = p.add_argument_group("supervised warm start")
-    g.add_argument("--steps", type=int, default=1300, help="SFT steps actually taken (the early stop)")
+    g.add_argument("--steps", type=int, default=None, help="SFT steps actually taken, the early stop (arith 1300, countdown 2000)")
     g.add_argument(
-        "--schedule-steps", type=int, default=1500,
+        "--schedule-steps", type=int, default=None,
         help="horizon of the warmup+cosine LR schedule (0: same as --steps); --steps < this stops mid-schedule",
     )
     g.add_argument("--batch-size", type=int, default=32)
@@ -89,13 +114,35 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--n-test", type=int, default=200)
     g.add_argument("--eval-every", type=int, default=0, help="also evaluate every N steps (0: only at the end)")
     g.add_argument("--eval-batch", type=int, default=100)
-    g.add_argument("--max-new-tokens", type=int, default=64)
+    g.add_argument("--max-new-tokens", type=int, default=None, help="arith 64, countdown 48")
     g.add_argument(
         "--stop-at-sampled-acc", type=float, default=None,
         help="with --eval-every: stop SFT at the first evaluation whose sampled accuracy reaches this",
     )
     g.add_argument("--bench", action="store_true", help="also time generate on 64 prompts x 64 new tokens")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    for key, value in TASK_DEFAULTS[args.task].items():
+        if getattr(args, key) is None:
+            setattr(args, key, str(REPO / "rlvr_cli" / "assets" / value) if key == "out" else value)
+    return args
+
+
+def task_rows(args, split: str, n: int) -> tuple[list[dict], dict]:
+    """(rows, the generator's parameters) of the chosen task."""
+    if args.task == "countdown":
+        task = dict(seed=args.seed, min_numbers=args.min_numbers, max_numbers=args.max_numbers, max_number=args.max_number,
+                    max_target=args.max_target)
+        return countdown_split(split, n, **task), {"generator": "rlvr_cli.data.countdown.countdown_split", **task}
+    task = dict(seed=args.seed, min_ops=args.min_ops, max_ops=args.max_ops, max_operand=args.max_operand)
+    return arith_split(split, n, **task), {"generator": "rlvr_cli.data.synthetic.arith_split", **task}
+
+
+def all_solutions(args, row: dict) -> list[str]:
+    """The warm start's targets for one problem: every valid solution (countdown), else the one."""
+    if args.task == "countdown":
+        numbers, target = parse_gold(row["answer"])
+        return list(solutions(tuple(numbers), target))
+    return [row["solution"]]
 
 
 # ----------------------------------------------------------------------------------------- (a)
@@ -166,12 +213,15 @@ def build_model(args, tokenizer):
 
 
 # ----------------------------------------------------------------------------------------- (c)
-def encode_sft(tokenizer, rows: list[dict]) -> list[tuple[list[int], int]]:
-    """(ids, n_prompt) per row: chat prompt + solution + <|im_end|>."""
-    prompts = [prompt_text(tokenizer, r["problem"]) for r in rows]
-    p_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
-    r_ids = tokenizer([r["solution"] + IM_END for r in rows], add_special_tokens=False)["input_ids"]
-    return [(p + r, len(p)) for p, r in zip(p_ids, r_ids)]
+def encode_sft(tokenizer, rows: list[dict], targets: list[list[str]]) -> list[list[tuple[list[int], int]]]:
+    """Per row, one (ids, n_prompt) per target solution: chat prompt + solution + <|im_end|>."""
+    p_ids = tokenizer([prompt_text(tokenizer, r["problem"]) for r in rows], add_special_tokens=False)["input_ids"]
+    flat = tokenizer([t + IM_END for ts in targets for t in ts], add_special_tokens=False)["input_ids"]
+    out, k = [], 0
+    for p, ts in zip(p_ids, targets):
+        out.append([(p + r, len(p)) for r in flat[k : k + len(ts)]])
+        k += len(ts)
+    return out
 
 
 def collate(examples, pad_id: int):
@@ -204,6 +254,9 @@ def is_correct(text: str, answer: str) -> bool:
     got = boxed_answer(text)
     if got is None:
         return False
+    if answer.startswith("{"):  # countdown: any expression over the numbers that reaches the target
+        numbers, target = parse_gold(answer)
+        return countdown_check(got, numbers, target).reason == "correct"
     try:
         return int(got) == int(answer)
     except ValueError:
@@ -212,25 +265,32 @@ def is_correct(text: str, answer: str) -> bool:
 
 @torch.no_grad()
 def generate(model, tokenizer, problems: list[str], *, sample: bool, max_new_tokens: int, batch: int, seed: int):
-    """Decoded responses (special tokens dropped) and their token counts (incl. the eos)."""
+    """Decoded responses (special tokens dropped), their token counts (incl. the eos) and the mean
+    per-token entropy of the sampling distribution over the response tokens (nats)."""
     model.eval()
     eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
-    texts, lengths = [], []
+    texts, lengths, ent_sum, ent_n = [], [], 0.0, 0
     torch.manual_seed(seed)
     for i in range(0, len(problems), batch):
         enc = tokenizer([prompt_text(tokenizer, p) for p in problems[i : i + batch]], return_tensors="pt",
                         padding=True, add_special_tokens=False)
         kw = dict(do_sample=True, temperature=1.0, top_p=1.0, top_k=0) if sample else dict(do_sample=False)
-        out = model.generate(**enc, max_new_tokens=max_new_tokens, eos_token_id=eos_id, pad_token_id=pad_id, **kw)
+        gen = model.generate(**enc, max_new_tokens=max_new_tokens, eos_token_id=eos_id, pad_token_id=pad_id,
+                             output_logits=True, return_dict_in_generate=True, **kw)
+        out = gen.sequences
         resp = out[:, enc["input_ids"].shape[1] :]
-        for row in resp.tolist():
+        logp = torch.stack(gen.logits, 1).float().log_softmax(-1)  # [B, T, V] (tiny V)
+        entropy = -(logp.exp() * logp).sum(-1)  # [B, T]
+        for b, row in enumerate(resp.tolist()):
             n = len(row)
             if eos_id in row:
                 n = row.index(eos_id) + 1
+            ent_sum += float(entropy[b, :n].sum())
+            ent_n += n
             lengths.append(n)
             texts.append(tokenizer.decode(row[:n], skip_special_tokens=True))
     model.train()
-    return texts, lengths
+    return texts, lengths, ent_sum / max(ent_n, 1)
 
 
 def evaluate(model, tokenizer, test_rows, args, tag: str = "") -> dict:
@@ -238,14 +298,16 @@ def evaluate(model, tokenizer, test_rows, args, tag: str = "") -> dict:
     res = {}
     t0 = time.time()
     for name, sample in (("sampled", True), ("greedy", False)):
-        texts, lengths = generate(model, tokenizer, problems, sample=sample, max_new_tokens=args.max_new_tokens,
-                                  batch=args.eval_batch, seed=args.seed + 1)
+        texts, lengths, entropy = generate(model, tokenizer, problems, sample=sample,
+                                           max_new_tokens=args.max_new_tokens, batch=args.eval_batch, seed=args.seed + 1)
+        res[f"{name}_entropy"] = entropy
         res[f"{name}_acc"] = sum(is_correct(t, r["answer"]) for t, r in zip(texts, test_rows)) / len(test_rows)
         res[f"{name}_mean_len"] = sum(lengths) / len(lengths)
         res[f"{name}_truncated"] = sum(1 for t, n in zip(texts, lengths) if n == args.max_new_tokens) / len(lengths)
         res[f"{name}_examples"] = texts[:3]
     print(
-        f"[eval{tag}] sampled acc {res['sampled_acc']:.3f} (len {res['sampled_mean_len']:.1f}) | "
+        f"[eval{tag}] sampled acc {res['sampled_acc']:.3f} (len {res['sampled_mean_len']:.1f}, "
+        f"entropy {res['sampled_entropy']:.3f} nats/token) | "
         f"greedy acc {res['greedy_acc']:.3f} (len {res['greedy_mean_len']:.1f}) | {time.time() - t0:.1f}s",
         flush=True,
     )
@@ -277,10 +339,8 @@ def main(argv=None) -> dict:
     torch.set_num_threads(args.threads)
     random.seed(args.seed)
     torch.manual_seed(args.seed)
-    task = dict(seed=args.seed, min_ops=args.min_ops, max_ops=args.max_ops, max_operand=args.max_operand)
-
-    train_rows = arith_split("train", args.n_train, **task)
-    test_rows = arith_split("test", args.n_test, **task)
+    train_rows, task = task_rows(args, "train", args.n_train)
+    test_rows, _ = task_rows(args, "test", args.n_test)
 
     # (a) tokenizer: trained on problems, solutions and the chat scaffolding
     tok_rows = train_rows[: args.n_tokenizer]
@@ -294,10 +354,12 @@ def main(argv=None) -> dict:
     print(f"[model] Qwen2ForCausalLM {n_params:,} parameters ({n_params / 1e6:.2f}M)", flush=True)
 
     # (c) supervised warm start
-    data = encode_sft(tokenizer, train_rows)
-    resp_lens = sorted(len(ids) - n for ids, n in data)
-    print(f"[data] {len(data)} train examples; response tokens median {resp_lens[len(resp_lens) // 2]}, "
-          f"max {resp_lens[-1]}; total tokens max {max(len(i) for i, _ in data)}", flush=True)
+    data = encode_sft(tokenizer, train_rows, [all_solutions(args, r) for r in train_rows])
+    resp_lens = sorted(len(ids) - n for paths in data for ids, n in paths)
+    print(f"[data] {len(data)} train problems, {len(resp_lens)} solutions; response tokens median "
+          f"{resp_lens[len(resp_lens) // 2]}, max {resp_lens[-1]}; total tokens max "
+          f"{max(len(i) for paths in data for i, _ in paths)}", flush=True)
+    pick = random.Random(args.seed + 1)  # which solution of a problem each example teaches (countdown)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=args.weight_decay)
     order = list(range(len(data)))
     random.Random(args.seed).shuffle(order)
@@ -308,7 +370,7 @@ def main(argv=None) -> dict:
         if cursor + args.batch_size > len(order):
             random.Random(args.seed + step).shuffle(order)
             cursor = 0
-        batch = [data[j] for j in order[cursor : cursor + args.batch_size]]
+        batch = [paths[pick.randrange(len(paths))] for paths in (data[j] for j in order[cursor : cursor + args.batch_size])]
         cursor += args.batch_size
         input_ids, attn, labels = collate(batch, pad_id)
         for grp in opt.param_groups:
@@ -342,11 +404,11 @@ def main(argv=None) -> dict:
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     info = {
-        "description": "Tiny Qwen2 policy for the synthetic arithmetic task (rlvr_cli.data.synthetic), "
+        "description": f"Tiny Qwen2 policy for the generated {args.task} task ({task['generator']}), "
                        "built by scripts/build_tiny_model.py: partly competent by design.",
         "args": {k: v for k, v in vars(args).items() if k != "out"},
         "seed": args.seed,
-        "task": {"generator": "rlvr_cli.data.synthetic.arith_split", **task},
+        "task": task,
         "n_params": n_params,
         "tokenizer_vocab_size": len(tokenizer),
         "sft_steps": stopped_at,
@@ -357,6 +419,7 @@ def main(argv=None) -> dict:
             "sampling": {"temperature": 1.0, "top_p": 1.0, "top_k": 0},
             "sampled_acc": final["sampled_acc"],
             "greedy_acc": final["greedy_acc"],
+            "sampled_token_entropy": round(final["sampled_entropy"], 4),
             "sampled_mean_response_tokens": round(final["sampled_mean_len"], 2),
             "greedy_mean_response_tokens": round(final["greedy_mean_len"], 2),
         },

@@ -80,6 +80,10 @@ def test_name_lists_match_their_sources():
     from rlvr_cli.rollout.engines import ENGINES
 
     assert schema.ENGINES == ENGINES and schema.IS_MODES == MODES
+    from rlvr_cli.data.synthetic import SYNTHETIC_TASKS
+    from rlvr_cli.rewards import VERIFIERS
+
+    assert schema.VERIFIERS == tuple(VERIFIERS) and schema.SYNTHETIC_TASKS == SYNTHETIC_TASKS
 
 
 def test_accepted_values():

@@ -1,6 +1,6 @@
 """Stage 1: dataset rows -> ``Prompt``s.
 
-Sources: the built-in synthetic arithmetic task, a local jsonl/json/parquet file or folder, or a hub id
+Sources: a built-in generated task (arithmetic or Countdown, ``synthetic.py``), a local jsonl/json/parquet file or folder, or a hub id
 (``datasets.load_dataset``). Rows without a problem or an answer are skipped and counted, never fatal;
 so are prompts longer than ``rollout.max_prompt_len`` tokens (verl's ``filter_overlong_prompts``: a cut
 problem is another problem), unless ``rollout.overlong_prompts=error``.
@@ -213,11 +213,12 @@ def load_prompts(data_cfg: dict[str, Any], tokenizer, split: str, max_prompt_len
     """
     limits = dict(max_prompt_len=max_prompt_len, overlong=overlong)
     if data_cfg.get("source", "file") == "synthetic":
-        from rlvr_cli.data.synthetic import arith_split
+        from rlvr_cli.data.synthetic import synthetic_split
 
         n = data_cfg["train_size"] if split == "train" else data_cfg["test_size"]
-        rows = arith_split(split, n, **dict(data_cfg.get("synthetic") or {}))
-        return rows_to_prompts(rows, tokenizer, data_cfg["template"], source=f"arith/{split}", **limits)
+        params = dict(data_cfg.get("synthetic") or {})
+        rows = synthetic_split(split, n, **params)
+        return rows_to_prompts(rows, tokenizer, data_cfg["template"], source=f"{params.get('task', 'arith')}/{split}", **limits)
     fields = {k: data_cfg[k] for k in FIELDS if data_cfg.get(k) is not None}
     path, hub_split, subset = data_cfg.get("path"), data_cfg.get("split", "train"), data_cfg.get("subset")
     if split == "test":

@@ -150,3 +150,18 @@ def arith_split(
             }
         )
     return rows
+
+
+SYNTHETIC_TASKS = ("arith", "countdown")
+"""``data.synthetic.task``: this module's chained arithmetic, or Countdown (``countdown.py``, the entropy lab)."""
+
+
+def synthetic_split(split: str, n: int, task: str = "arith", **params) -> list[dict]:
+    """``n`` rows of a generated task's split: ``arith_split`` or ``countdown.countdown_split`` (``params``: theirs)."""
+    if task == "arith":
+        return arith_split(split, n, **params)
+    if task == "countdown":
+        from rlvr_cli.data.countdown import countdown_split
+
+        return countdown_split(split, n, **params)
+    raise ValueError(f"unknown synthetic task {task!r}; valid: {', '.join(SYNTHETIC_TASKS)}")

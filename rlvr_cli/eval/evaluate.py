@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from rlvr_cli.rewards import MathGrader
+from rlvr_cli.rewards import CountdownGrader, MathGrader
 from rlvr_cli.rollout.generate import generate_rollouts
 from rlvr_cli.rollout.stopping import StopCriteria
 from rlvr_cli.types import Prompt, Rollouts
@@ -33,7 +33,7 @@ class Sample:
 
 
 def sample_and_grade(
-    model, tokenizer, prompts: list[Prompt], grader: MathGrader, n: int, temperature: float, top_p: float,
+    model, tokenizer, prompts: list[Prompt], grader: MathGrader | CountdownGrader, n: int, temperature: float, top_p: float,
     max_new_tokens: int, batch_size: int = 64, prompts_per_chunk: int | None = None, on_chunk=None,
     generate: Generate | None = None, max_prompt_len: int | None = None, stop: StopCriteria | None = None,
     extract=None,

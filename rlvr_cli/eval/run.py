@@ -119,12 +119,12 @@ def load_benchmark(bench: dict[str, Any], tokenizer, ev: DictConfig) -> tuple[li
     template = ev.get("template") or bench.get("template", "qwen_math")
     limit = bench.get("limit") or ev.get("limit")
     if bench.get("source", "file") == "synthetic":
-        from rlvr_cli.data.synthetic import arith_split
+        from rlvr_cli.data.synthetic import synthetic_split
 
         size = min(int(limit), int(bench["size"])) if limit else int(bench["size"])
         params = dict(bench.get("synthetic") or {})
-        rows, bad = arith_split(bench.get("split", "test"), size, **params), Counter()
-        source = {"kind": "synthetic", "generator": "rlvr_cli.data.synthetic.arith_split",
+        rows, bad = synthetic_split(bench.get("split", "test"), size, **params), Counter()
+        source = {"kind": "synthetic", "generator": f"rlvr_cli.data.synthetic:{params.get('task', 'arith')}",
                   "split": bench.get("split", "test"), "size": size, "params": params}
     else:
         rows, bad, source = _read_source(bench)
@@ -313,7 +313,7 @@ def _header(cfg: DictConfig, model, base, model_cfg: dict[str, Any], device: tor
         "sampling": {"n": int(ev.n), "temperature": float(ev.temperature), "top_p": float(ev.top_p),
                      "max_new_tokens": ev.max_new_tokens, "batch_size": int(ev.batch_size),
                      "max_prompt_len": ev.get("max_prompt_len")},
-        "grader": {"verifier": "rlvr_cli.rewards.MathGrader (fast path + math-verify)", "extract": str(OmegaConf.to_container(cfg.reward, resolve=True)["extract"]),
+        "grader": {"verifier": str(cfg.reward.get("verifier", "math")) + " (a benchmark's own verifier wins)", "extract": str(OmegaConf.to_container(cfg.reward, resolve=True)["extract"]),
                    "rel_tol": float(cfg.reward.get("rel_tol", DEFAULT_REL_TOL)),
                    "timeout_s": float(cfg.reward.timeout_s), "num_workers": int(cfg.reward.num_workers)},
         "extrapolate": {"enabled": base is not None, "base": x.get("base"), "gamma": float(x.gamma), "tau": float(x.tau),
@@ -374,7 +374,7 @@ def eval_main(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Evaluate with a composed ``conf/eval.yaml`` (usable without Hydra's app, e.g. from tests)."""
     from rlvr_cli.models import load_model, load_tokenizer, pick_device
     from rlvr_cli.progress import console
-    from rlvr_cli.rewards import MathGrader
+    from rlvr_cli.rewards import build_grader
     from rlvr_cli.rollout.engines import build_engine, resolve_engine
     from rlvr_cli.rollout.extrapolate import ExtrapolateConfig
     from rlvr_cli.rollout.stopping import resolve_stop
@@ -416,9 +416,15 @@ def eval_main(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     samples_path.write_text("")
 
     # 3. each benchmark; results are rewritten after each, so finished benchmarks survive a crash
-    with MathGrader.from_config(OmegaConf.to_container(cfg.reward, resolve=True)) as grader:
+    reward = OmegaConf.to_container(cfg.reward, resolve=True)
+    graders: dict[str, Any] = {}  # by verifier: math unless a benchmark names its own (countdown)
+    try:
         for bench in benches:
-            record, samples = run_benchmark(bench, cfg, model, tokenizer, grader, base, xcfg, stop, engine)
+            verifier = bench.get("verifier") or reward.get("verifier") or "math"
+            if verifier not in graders:
+                graders[verifier] = build_grader(reward, verifier)
+            record, samples = run_benchmark(bench, cfg, model, tokenizer, graders[verifier], base, xcfg, stop, engine)
+            record["verifier"] = verifier
             results["benchmarks"][bench["name"]] = record
             console.print(metrics_table(bench["name"], record["metrics"], int(cfg.eval.n),
                                         f"{record['wall_s']:.1f} s, {record['samples_per_s']:.1f} samples/s"))
@@ -427,6 +433,9 @@ def eval_main(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
                     for s in samples:
                         f.write(json.dumps({"benchmark": bench["name"], **s.to_json()}, ensure_ascii=False) + "\n")
             _write(results, out_dir, t_start)
+    finally:
+        for grader in graders.values():
+            grader.close()
 
     engine.close()
 

@@ -24,7 +24,7 @@ from rlvr_cli.methods import StepContext, build_method
 from rlvr_cli.stats import entropy_dynamics
 from rlvr_cli.models import load_model, load_tokenizer, pick_device, pick_dtype
 from rlvr_cli.progress import StepProgress
-from rlvr_cli.rewards import MathGrader
+from rlvr_cli.rewards import build_grader
 from rlvr_cli.rewards.functions import RewardInputs, build_rewards, score as reward_score
 from rlvr_cli.rollout.correction import importance_weights, mismatch_metrics, weight_metrics
 from rlvr_cli.rollout.engines import SamplingSpec, build_engine
@@ -76,7 +76,7 @@ class GRPOTrainer:
             raise UserError(f"method.loss has unknown key(s) {bad}; valid: {', '.join(ClipSpec.__dataclass_fields__)}")
         self.clip = ClipSpec(**{**clip, **self.method.clip_overrides})
         reward = c(cfg.reward)
-        self.grader = MathGrader.from_config(reward)
+        self.grader = build_grader(reward)
         self.reward_terms = build_rewards(reward, int(self.rollout_cfg["max_new_tokens"]))
         self.term_values: list[dict[str, list[float]]] = []  # each reward term's values, per sampling round
         self.step, self.bad_streak, self.prev_entropy = 0, 0, None

