@@ -14,22 +14,25 @@ either; ``reward.verifier`` picks it (``rewards.build_grader``).
 from __future__ import annotations
 
 import collections
-import concurrent.futures
 import json
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from rlvr_cli.rewards.extract import check_mode, extract_answer
+from rlvr_cli.errors import UserError
+from rlvr_cli.rewards.extract import check_mode
 from rlvr_cli.rewards.fast import vote_key
-from rlvr_cli.rewards.grader import Grade
+from rlvr_cli.rewards.grader import Grade, ResponseGrader
 
 MAX_CHARS = 200
 MAX_DIGITS = 6
 MAX_DEPTH = 32
 _OPS = {"+": "+", "-": "-", "−": "-", "*": "*", "×": "*", "x": "*", "\\times": "*", "\\cdot": "*",
         "/": "/", "÷": "/", "\\div": "/"}
+
+_APPLY = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
 
 REASONS = ("correct", "wrong_value", "wrong_numbers", "division_by_zero", "invalid", "no_answer")
 """Why a verdict is what it is (finer than ``Grade.status``: the last three map to ``parse_error``)."""
@@ -106,19 +109,18 @@ class _Parser:
         return self.tokens[self.pos] if self.pos < len(self.tokens) else None
 
     def expr(self) -> Any:
-        tree = self.term()
-        while self._peek() in ("+", "-"):
-            op = self.tokens[self.pos]
-            self.pos += 1
-            tree = (op, tree, self.term())
-        return tree
+        return self._chain(self.term, ("+", "-"))
 
     def term(self) -> Any:
-        tree = self.atom()
-        while self._peek() in ("*", "/"):
+        return self._chain(self.atom, ("*", "/"))
+
+    def _chain(self, operand, ops: tuple[str, str]) -> Any:
+        """``operand (op operand)*``, left-associative."""
+        tree = operand()
+        while self._peek() in ops:
             op = self.tokens[self.pos]
             self.pos += 1
-            tree = (op, tree, self.atom())
+            tree = (op, tree, operand())
         return tree
 
     def atom(self) -> Any:
@@ -156,14 +158,7 @@ def evaluate(tree: Any) -> Fraction:
     """Exact value; ``ZeroDivisionError`` on a division by zero."""
     if isinstance(tree, int):
         return Fraction(tree)
-    op, a, b = tree[0], evaluate(tree[1]), evaluate(tree[2])
-    if op == "+":
-        return a + b
-    if op == "-":
-        return a - b
-    if op == "*":
-        return a * b
-    return a / b  # raises ZeroDivisionError
+    return _APPLY[tree[0]](evaluate(tree[1]), evaluate(tree[2]))
 
 
 def check(expression: str | None, numbers: Sequence[int], target: int | Fraction) -> Verdict:
@@ -195,7 +190,7 @@ def parse_gold(answer: str) -> tuple[list[int], int]:
         raise ValueError(f"not a countdown answer (expected {{'target': int, 'numbers': [int, ...]}}): {answer!r}") from error
 
 
-class CountdownGrader:
+class CountdownGrader(ResponseGrader):
     """Grades Countdown responses (see the module docstring); in-process, microseconds per answer.
 
     ``counts`` holds running totals of ``Grade`` statuses, ``reasons`` of the finer :data:`REASONS`."""
@@ -205,40 +200,26 @@ class CountdownGrader:
         self.extract = extract if isinstance(extract, str) else list(extract)
         self.counts: collections.Counter[str] = collections.Counter()
         self.reasons: collections.Counter[str] = collections.Counter()
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
 
     @classmethod
     def from_config(cls, reward: Mapping[str, Any]) -> CountdownGrader:
         return cls(reward["extract"])
-
-    def grade(self, responses: Sequence[str], answers: Sequence[str],
-              extract: str | Sequence[str] | None = None) -> list[Grade]:
-        if len(responses) != len(answers):
-            raise ValueError(f"{len(responses)} responses but {len(answers)} answers")
-        mode = self.extract if extract is None else extract
-        check_mode(mode)
-        return self.compare([extract_answer(r, mode) for r in responses], answers)
-
-    def grade_one(self, response: str, answer: str) -> Grade:
-        return self.grade([response], [answer])[0]
 
     def compare(self, predictions: Sequence[str | None], answers: Sequence[str]) -> list[Grade]:
         if len(predictions) != len(answers):
             raise ValueError(f"{len(predictions)} predictions but {len(answers)} answers")
         grades = []
         for pred, answer in zip(predictions, answers):
-            numbers, target = parse_gold(str(answer))
+            try:
+                numbers, target = parse_gold(str(answer))
+            except ValueError as error:
+                raise UserError(f"reward.verifier=countdown: {error}; the countdown verifier grades data=countdown "
+                                f"(reward.verifier=math grades math answers)") from None
             verdict = check(pred, numbers, target)
             self.reasons[verdict.reason] += 1
             grades.append(Grade.from_status(verdict.status, pred))
         self.counts.update(g.status for g in grades)
         return grades
-
-    def grade_async(self, responses: Sequence[str], answers: Sequence[str],
-                    extract: str | Sequence[str] | None = None) -> concurrent.futures.Future[list[Grade]]:
-        if self._executor is None:
-            self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rlvr-countdown")
-        return self._executor.submit(self.grade, list(responses), list(answers), extract)
 
     def clusters(self, groups: Sequence[Sequence[str | None]], cap: int = 0) -> list[list[int | None]]:
         """maj@k labels: answers vote together when they are the same expression up to spacing
@@ -248,14 +229,3 @@ class CountdownGrader:
             seen: dict[str, int] = {}
             out.append([None if a is None else seen.setdefault(vote_key(a), len(seen)) for a in group])
         return out
-
-    def close(self) -> None:
-        executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=True)
-
-    def __enter__(self) -> CountdownGrader:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()

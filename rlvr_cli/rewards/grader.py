@@ -33,7 +33,7 @@ from rlvr_cli.rewards.pool import CRASH_TOKEN, HANG_TOKEN, TEST_HOOK_ENV, _Worke
 from rlvr_cli.rewards.symbolic import symbolic_status
 
 __all__ = [
-    "CRASH_TOKEN", "DEFAULT_REL_TOL", "HANG_TOKEN", "STATUSES", "TEST_HOOK_ENV", "Grade", "MathGrader",
+    "CRASH_TOKEN", "DEFAULT_REL_TOL", "HANG_TOKEN", "STATUSES", "TEST_HOOK_ENV", "Grade", "MathGrader", "ResponseGrader",
     "answers_equivalent", "as_number", "fast_compare",
 ]
 
@@ -67,7 +67,60 @@ def answers_equivalent(pred: str, gold: str, rel_tol: float = DEFAULT_REL_TOL) -
     return symbolic_status(pred, gold, rel_tol) == "correct"
 
 
-class MathGrader:
+class ResponseGrader:
+    """What the trainer and ``rlvr eval`` call on a verifier: :meth:`grade` (responses, extraction first),
+    :meth:`grade_async`, and, per verifier, :meth:`compare` (extracted answers) and :meth:`clusters` (maj@k
+    labels).  ``extract``: the extraction mode(s); ``counts``: running totals of statuses."""
+
+    extract: str | list[str]
+    counts: collections.Counter[str]
+    _executor: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def compare(self, predictions: Sequence[str | None], answers: Sequence[str]) -> list[Grade]:
+        raise NotImplementedError
+
+    def clusters(self, groups: Sequence[Sequence[str | None]], cap: int = DEFAULT_VOTE_CAP) -> list[list[int | None]]:
+        raise NotImplementedError
+
+    def grade(
+        self, responses: Sequence[str], answers: Sequence[str], extract: str | Sequence[str] | None = None
+    ) -> list[Grade]:
+        """Grade ``responses[i]`` against ``answers[i]``; returns one :class:`Grade` each.
+        ``extract`` overrides the grader's extraction for this call (e.g. per benchmark)."""
+        if len(responses) != len(answers):
+            raise ValueError(f"{len(responses)} responses but {len(answers)} answers")
+        mode = self.extract if extract is None else extract
+        check_mode(mode)
+        return self.compare([extract_answer(response, mode) for response in responses], answers)
+
+    def grade_one(self, response: str, answer: str) -> Grade:
+        return self.grade([response], [answer])[0]
+
+    def grade_async(
+        self, responses: Sequence[str], answers: Sequence[str], extract: str | Sequence[str] | None = None
+    ) -> concurrent.futures.Future[list[Grade]]:
+        """:meth:`grade` in a background thread; ``.result()`` gives the grades.
+
+        Grading is CPU work in other processes (and a little in this one); the trainer starts it
+        and runs the no-grad scoring forward on the accelerator while the workers compare."""
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rlvr-grader")
+        return self._executor.submit(self.grade, list(responses), list(answers), extract)
+
+    def close(self) -> None:
+        """Stop the background thread (and, per verifier, its workers).  Idempotent."""
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class MathGrader(ResponseGrader):
     """Grades batches of responses against gold answers; see the module docstring.
 
     ``extract``: extraction mode, preset or list of modes (see :func:`extract_answer`).
@@ -102,7 +155,6 @@ class MathGrader:
         self.counts: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()
         self._pool = _WorkerPool(num_workers, timeout_s, start_method, rel_tol)
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         # finalize holds the pool, not self, so the grader can still be garbage-collected; it
         # runs at most once: on close(), on garbage collection, or at interpreter exit.
         self._finalizer = weakref.finalize(self, _WorkerPool.close, self._pool)
@@ -114,20 +166,6 @@ class MathGrader:
                    rel_tol=float(reward.get("rel_tol", DEFAULT_REL_TOL)))
 
     # ------------------------------------------------------------------------------------ grading
-    def grade(
-        self, responses: Sequence[str], answers: Sequence[str], extract: str | Sequence[str] | None = None
-    ) -> list[Grade]:
-        """Grade ``responses[i]`` against ``answers[i]``; returns one :class:`Grade` each.
-        ``extract`` overrides the grader's extraction for this call (e.g. per benchmark)."""
-        if len(responses) != len(answers):
-            raise ValueError(f"{len(responses)} responses but {len(answers)} answers")
-        mode = self.extract if extract is None else extract
-        check_mode(mode)
-        return self.compare([extract_answer(response, mode) for response in responses], answers)
-
-    def grade_one(self, response: str, answer: str) -> Grade:
-        return self.grade([response], [answer])[0]
-
     def compare(self, predictions: Sequence[str | None], answers: Sequence[str]) -> list[Grade]:
         """Grade answers that are already extracted (``None``: no answer) against gold answers,
         through the same fast path, worker pool and timeouts as :meth:`grade`."""
@@ -139,17 +177,6 @@ class MathGrader:
             grades = self._compare_locked(predictions, answers)
             self.counts.update(grade.status for grade in grades)
         return grades
-
-    def grade_async(
-        self, responses: Sequence[str], answers: Sequence[str], extract: str | Sequence[str] | None = None
-    ) -> concurrent.futures.Future[list[Grade]]:
-        """:meth:`grade` in a background thread; ``.result()`` gives the grades.
-
-        Grading is CPU work in other processes (and a little in this one); the trainer starts it
-        and runs the no-grad scoring forward on the accelerator while the workers compare."""
-        if self._executor is None:
-            self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rlvr-grader")
-        return self._executor.submit(self.grade, list(responses), list(answers), extract)
 
     def equal_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
         """Whether each ``(a, b)`` is equivalent (``b`` in the gold role), under the timeouts."""
@@ -204,17 +231,9 @@ class MathGrader:
     # ------------------------------------------------------------------------------------ lifecycle
     def close(self) -> None:
         """Stop the worker processes (and the background thread).  Idempotent."""
-        executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=True)
+        super().close()
         with self._lock:
             self._finalizer()
-
-    def __enter__(self) -> MathGrader:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def _compare_locked(self, predictions: Sequence[str | None], answers: Sequence[str]) -> list[Grade]:
         grades: list[Grade | None] = [None] * len(predictions)

@@ -122,6 +122,13 @@ def test_grader_extracts_boxed_expressions_and_counts():
     grader.close()
 
 
+def test_math_gold_under_the_countdown_verifier_is_a_one_line_error():
+    from rlvr_cli.errors import UserError
+
+    with pytest.raises(UserError, match="reward.verifier=countdown: not a countdown answer"):
+        CountdownGrader().grade(["\\boxed{4}"], ["4"])
+
+
 def test_clusters_vote_by_expression():
     grader = CountdownGrader()
     assert grader.clusters([["4 * 3 + 6", "4*3+6", "6 + 4 * 3", None]]) == [[0, 0, 1, None]]
