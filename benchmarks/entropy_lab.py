@@ -31,8 +31,8 @@ if str(REPO) not in sys.path:
 
 from rlvr_cli.report import read_rows, summarize_run  # noqa: E402
 
-ARMS = ("baseline", "entropy_bonus_small", "entropy_bonus_large", "clip_cov", "kl_cov", "siren", "rsi_s", "dlogp",
-        "kl_cov_annealed")
+ARMS = ("baseline", "entropy_bonus_small", "entropy_bonus_large", "entropy_bonus_xl", "clip_cov", "kl_cov", "siren",
+        "rsi_s", "dlogp", "kl_cov_annealed")
 QUICK = ["trainer.max_steps=3", "val.every=3", "val.size=16", "val.n=4", "rollout.prompts_per_step=4",
          "algo.mini_batch_size=16", "algo.micro_batch_size=16"]
 

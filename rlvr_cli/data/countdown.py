@@ -103,8 +103,8 @@ def countdown_split(
     seed: int = 0,
     min_numbers: int = 3,
     max_numbers: int = 3,
-    max_number: int = 12,
-    max_target: int = 60,
+    max_number: int = 9,
+    max_target: int = 40,
 ) -> list[dict]:
     """``n`` distinct problems of one split: rows ``{"id", "problem", "answer", "solution", "n_solutions"}``.
 

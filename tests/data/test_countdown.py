@@ -35,7 +35,7 @@ def test_rows_are_solvable_and_their_solutions_replay():
     assert len({r["problem"] for r in rows}) == 300
     for row in rows:
         numbers, target = parse_gold(row["answer"])
-        assert len(numbers) == 3 and all(1 <= n <= 12 for n in numbers) and 1 <= target <= 60
+        assert len(numbers) == 3 and all(1 <= n <= 9 for n in numbers) and 1 <= target <= 40
         assert row["problem"] == f"Using the numbers {', '.join(map(str, numbers))}, each exactly once, with + - * /, make {target}."
         _check_solution(row["solution"], numbers, target)
         assert row["solution"] in solutions(tuple(numbers), target)
