@@ -63,10 +63,13 @@ def available_arms() -> list[str]:
 
 
 def finished(run: Path) -> bool:
-    """A run that wrote its last step (its checkpoint at the end is the last thing it does)."""
-    if not (run / "metrics.jsonl").is_file() or not (run / "checkpoints").is_dir():
+    """A run whose metrics reach its configured last step (a crashed run is trained again, from scratch)."""
+    from omegaconf import OmegaConf
+
+    if not (run / "metrics.jsonl").is_file() or not (run / "resolved_config.yaml").is_file():
         return False
-    return any((run / "checkpoints").iterdir())
+    last = max((r.get("step", 0) for r in read_rows(run) if "reward/mean" in r), default=0)
+    return last >= int(OmegaConf.load(run / "resolved_config.yaml").trainer.max_steps)
 
 
 def train(arm: str, seed: int, args) -> tuple[str, int, float, int]:
@@ -117,6 +120,49 @@ def _val_points(rows: list[dict]) -> list[tuple[float, float]]:
             if h is not None:
                 out.append((float(h), float(r[key])))
     return out
+
+
+def plot_arms(out: Path, arms: list[str], seeds: list[int]) -> list[Path]:
+    """``entropy_by_arm.png`` and ``val_by_arm.png``: per arm, the mean over seeds against the step, with a
+    band of ± one std (``rlvr analyze`` colours by method, so two arms of one method would share a colour)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rlvr_cli.report import _val_key
+
+    written = []
+    for name, pick, label in (("entropy_by_arm", lambda rows: "actor/entropy", "actor/entropy (nats/token)"),
+                              ("val_by_arm", _val_key, "validation avg@n (held-out)")):
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        for i, arm in enumerate(arms):
+            curves = []
+            for seed in seeds:
+                rows = read_rows(out / f"{arm}_s{seed}")
+                key = pick(rows)
+                curves.append({r["step"]: float(r[key]) for r in rows if key and r.get(key) is not None})
+            steps = sorted(set.intersection(*(set(c) for c in curves)))
+            if not steps:
+                continue
+            mean = [statistics.fmean(c[t] for c in curves) for t in steps]
+            std = [statistics.stdev(c[t] for c in curves) if len(curves) > 1 else 0.0 for t in steps]
+            style = "-" if i < 10 else "--"
+            ax.plot(steps, mean, style, color=f"C{i % 10}", label=arm)
+            ax.fill_between(steps, [m - d for m, d in zip(mean, std)], [m + d for m, d in zip(mean, std)],
+                            color=f"C{i % 10}", alpha=0.12)
+        ax.set_xlabel("training step")
+        ax.set_ylabel(label)
+        ax.set_title(f"entropy lab: mean over seeds {','.join(map(str, seeds))} (band: ± 1 std)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, ncol=2)
+        fig.tight_layout()
+        path = out / "analysis" / f"{name}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
 
 
 def mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
@@ -225,7 +271,8 @@ def main(argv=None) -> dict:
     if not args.no_plots:
         subprocess.call([sys.executable, "-m", "rlvr_cli.cli", "analyze", str(args.out)], cwd=REPO,
                         stdout=subprocess.DEVNULL)
-        print(f"plots: {args.out / 'analysis'}")
+        plot_arms(args.out, args.arms, args.seeds)
+        print(f"plots: {args.out / 'analysis'} (entropy_by_arm.png, val_by_arm.png; rlvr analyze's per run)")
     print(f"wall {result['wall_s']:.0f} s")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -109,3 +109,24 @@ def test_lab_model_matches_the_lab_configs_and_tokenizes_the_task():
     for r in countdown_split("train", 20, **params):
         for s in (r["problem"], r["solution"]):
             assert tok.decode(tok(s, add_special_tokens=False)["input_ids"]) == s
+
+
+def test_data_config_countdown_loads_both_splits_with_the_countdown_verifier():
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+    from transformers import AutoTokenizer
+
+    from rlvr_cli.cli import CONF_DIR
+    from rlvr_cli.data.datasets import load_prompts
+    from rlvr_cli.models import ASSETS
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["+recipes=lab/baseline"])
+    assert cfg.reward.verifier == "countdown" and cfg.reward.extract == "boxed"
+    tok = AutoTokenizer.from_pretrained(ASSETS / "tiny_countdown", local_files_only=True)
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    (train, report), (test, _) = load_prompts(data, tok, "train"), load_prompts(data, tok, "test")
+    assert (len(train), len(test), report.source) == (2000, 500, "countdown/train")
+    assert not {p.problem for p in train} & {p.problem for p in test}
+    numbers, target = parse_gold(test[0].answer)
+    assert test[0].problem.endswith(f"make {target}.") and test[0].text.endswith("<|im_start|>assistant\n")
