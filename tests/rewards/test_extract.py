@@ -203,14 +203,16 @@ def test_adversarial_text_extracts_in_linear_time(mode: str, text: str, expected
 
 
 def test_every_data_config_names_an_extraction_that_reads_its_format() -> None:
-    """conf/data/*.yaml: gsm8k reads "####", dapo reads "Answer:", the boxed sets read boxes."""
+    """conf/data/*.yaml: gsm8k reads "####", dapo reads "Answer:", the boxed sets read boxes, countdown its
+    boxed expression."""
     from pathlib import Path
 
     import yaml
 
     conf = Path(__file__).resolve().parents[2] / "conf" / "data"
     modes = {p.stem: yaml.safe_load(p.read_text())["extract"] for p in conf.glob("*.yaml")}
-    assert set(modes) == {"arith", "math", "gsm8k", "dapo17k", "openr1_46k", "jsonl"}
+    assert set(modes) == {"arith", "countdown", "math", "gsm8k", "dapo17k", "openr1_46k", "jsonl"}
+    assert extract_answer(r"4 * 3 = 12. 12 + 6 = 18. \boxed{(4 * 3) + 6}", modes["countdown"]) == "(4 * 3) + 6"
     assert extract_answer("She has 18 eggs.\n#### 18", modes["gsm8k"]) == "18"
     assert extract_answer("The answer is 18.", modes["gsm8k"]) == "18"
     assert extract_answer("so\nAnswer: 18", modes["dapo17k"]) == "18"
