@@ -1,7 +1,6 @@
 """The Countdown verifier (rewards/countdown.py): hand-made cases in every direction, limits, the grader."""
 from __future__ import annotations
 
-import time
 from fractions import Fraction
 
 import pytest
@@ -78,7 +77,6 @@ def test_operator_precedence_and_associativity():
 
 
 def test_huge_and_runaway_inputs_are_rejected_fast():
-    t0 = time.perf_counter()
     cases = [
         "9" * 10_000,  # a huge literal
         "999999 * 999999 * 999999",  # huge values: not the given numbers, never evaluated
@@ -89,7 +87,6 @@ def test_huge_and_runaway_inputs_are_rejected_fast():
     ]
     verdicts = [check(c, NUMS, TARGET).reason for c in cases]
     assert verdicts == ["invalid", "wrong_numbers", "invalid", "correct", "invalid", "invalid"]
-    assert time.perf_counter() - t0 < 60  # generous: a runaway case would not return at all
     big = check("999999 * 999999 * 999999", [999999] * 3, 1)  # as large as the limits allow: exact, instant
     assert big.reason == "wrong_value" and big.value == 999999 ** 3
     with pytest.raises(ExpressionError, match="deeper"):
