@@ -255,6 +255,8 @@ def train_table() -> Table:
         "algo.mini_batch_size": Int(ge=1, why="responses per optimizer step"),
         "algo.micro_batch_size": Int(ge=1, why="responses per forward/backward"),
         "algo.max_tokens_per_micro_batch?": Int(ge=1, null=True, why="null = algo.micro_batch_size responses"),
+        "algo.use_remove_padding?": Bool(),
+        "algo.old_logprob_pass?": Enum("auto", "always"),
         "algo.filter_groups?": Dict(),
         "algo.filter_groups.enabled?": Bool(),
         "algo.filter_groups.max_num_gen_batches?": Int(ge=0, why="0 = no limit"),

@@ -52,22 +52,31 @@ def load_tokenizer(model_cfg: dict[str, Any]):
     return tok
 
 
-def disable_dropout(model: torch.nn.Module) -> int:
-    """Set every dropout of the model to 0 (``nn.Dropout`` modules and the float ``attention_dropout`` /
-    ``dropout`` attributes HF attention layers apply in train mode); returns how many were on. The
-    gradient forwards run in train mode (gradient checkpointing needs it), and a live dropout would
-    make the ratio π/π_old ≠ 1 on-policy and the log-probs differ from the sampler's (TRL's
-    ``disable_dropout``, on by default)."""
-    changed = 0
+def _live_dropouts(model: torch.nn.Module):
+    """(module, attribute) of every dropout that is on: ``nn.Dropout.p`` and the float
+    ``attention_dropout`` / ``dropout`` attributes HF attention layers apply in train mode."""
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout) and module.p > 0:
-            module.p, changed = 0.0, changed + 1
+            yield module, "p"
         for attr in ("attention_dropout", "dropout"):
             value = getattr(module, attr, None)
             if isinstance(value, float) and not isinstance(value, bool) and value > 0:
-                setattr(module, attr, 0.0)
-                changed += 1
-    return changed
+                yield module, attr
+
+
+def disable_dropout(model: torch.nn.Module) -> int:
+    """Set every dropout of the model to 0; returns how many were on. The gradient forwards run in
+    train mode (gradient checkpointing needs it), and a live dropout would make the ratio π/π_old ≠ 1
+    on-policy and the log-probs differ from the sampler's (TRL's ``disable_dropout``, on by default)."""
+    live = list(_live_dropouts(model))
+    for module, attr in live:
+        setattr(module, attr, 0.0)
+    return len(live)
+
+
+def has_dropout(model: torch.nn.Module) -> bool:
+    """Whether a train-mode forward differs from an eval-mode one through dropout."""
+    return next(_live_dropouts(model), None) is not None
 
 
 def load_model(model_cfg: dict[str, Any], device: torch.device, path: str | None = None, dtype: torch.dtype | None = None):

@@ -3,7 +3,10 @@
 Each run folder holds ``resolved_config.yaml`` and ``metrics.jsonl`` (stage 8). Per run the table gives
 the method, steps, validation accuracy before and after training, policy entropy (``actor/entropy``,
 mean over response tokens of the rollout batch) at the start and the end, the entropy trajectory
-(means over equal fifths of the run) and the mean step time. Reads files only, so it runs anywhere.
+(means over equal fifths of the run) and the mean step time. Runs that log per-stage timings
+(``timing_s/<stage>``, ``timing_s/other`` and their total ``timing_s/step``) get a second table, "where a
+step goes": each stage's share of the mean step (``--json``: ``stage_s``, stage -> mean seconds per
+training step). Reads files only, so it runs anywhere.
 
     rlvr report runs/sweeps/2026-12-02_02-30-00          # after rlvr train -m +method=...
     rlvr report runs/arith_grpo_baseline_s0 runs/arith_grpo_siren_s0 --json
@@ -18,6 +21,11 @@ from typing import Any
 from rlvr_cli.errors import UserError
 
 TRAJECTORY_POINTS = 5
+# the per-stage timing keys (``timing_s/<stage>``) in display order; ``other`` = the step outside every
+# stage, so the stages and ``other`` add up to ``timing_s/step``. Stages not listed go before ``other``.
+TIMING_PREFIX = "timing_s/"
+STAGE_ORDER = ("gen", "reward", "old_log_prob", "ref", "method", "update_actor", "weight_sync", "checkpoint",
+               "val", "other")
 
 
 def find_runs(paths: list[str | Path]) -> list[Path]:
@@ -65,6 +73,49 @@ def read_rows(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
 
 
+def train_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The training steps' rows (step > 0 with rollout rewards; not the validation-only rows)."""
+    return [r for r in rows if r.get("step", 0) > 0 and "reward/mean" in r]
+
+
+def _seconds(row: dict[str, Any], key: str) -> float:
+    """``row[key]`` as seconds; 0 where it is missing or not finite."""
+    v = _finite([row.get(key)])
+    return v[0] if v else 0.0
+
+
+def order_stages(names) -> list[str]:
+    """Stage names in ``STAGE_ORDER``; names it does not list go, alphabetically, just before ``other``."""
+    rank = {n: i for i, n in enumerate(STAGE_ORDER)}
+    return sorted(names, key=lambda n: (rank.get(n, rank["other"] - 0.5), n))
+
+
+def stage_split(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean seconds per training step of each stage, {stage: s} in ``STAGE_ORDER``, zero stages left out.
+
+    Over the training rows that carry any ``timing_s/`` key; a stage missing from such a row counts 0 s
+    there (no ref model, checkpoint only every N steps), so the means add up to the mean ``timing_s/step``.
+    Empty for runs without timing keys (older runs log only ``perf/step_s``)."""
+    timed = [r for r in train_rows(rows) if any(k.startswith(TIMING_PREFIX) for k in r)]
+    if not timed:
+        return {}
+    names = {k.removeprefix(TIMING_PREFIX) for r in timed for k in r if k.startswith(TIMING_PREFIX)} - {"step"}
+    means = {n: sum(_seconds(r, TIMING_PREFIX + n) for r in timed) / len(timed) for n in order_stages(names)}
+    return {n: v for n, v in means.items() if v > 0}
+
+
+def stage_shares(split: dict[str, float]) -> dict[str, float]:
+    """Each stage's fraction of the step: its mean seconds over the sum of all (stages + other = step)."""
+    total = sum(split.values())
+    return {n: v / total for n, v in split.items()} if total > 0 else {}
+
+
+def format_split(split: dict[str, float]) -> str:
+    """``gen 47% · update_actor 30% · other 3%`` (``–`` without timings; ``<1%`` for a sliver)."""
+    parts = [f"{n} {'<1' if 0 < f < 0.005 else format(100 * f, '.0f')}%" for n, f in stage_shares(split).items()]
+    return " · ".join(parts) or "–"
+
+
 def summarize_run(run_dir: Path) -> dict[str, Any]:
     """The figures of one run folder (see the module docstring)."""
     from omegaconf import OmegaConf
@@ -72,7 +123,7 @@ def summarize_run(run_dir: Path) -> dict[str, Any]:
     rows = read_rows(run_dir)
     cfg_path = run_dir / "resolved_config.yaml"
     cfg = OmegaConf.load(cfg_path) if cfg_path.is_file() else OmegaConf.create({})
-    train = [r for r in rows if r.get("step", 0) > 0 and "reward/mean" in r]
+    train = train_rows(rows)
     entropy = _finite(r.get("actor/entropy") for r in train)
     key = _val_key(rows)
     val = [(r["step"], float(r[key])) for r in rows if key and r.get(key) is not None]
@@ -96,6 +147,7 @@ def summarize_run(run_dir: Path) -> dict[str, Any]:
         "train_acc_last10": _mean(_finite(r.get("reward/accuracy") for r in train[-10:])),
         "step_s_mean": _mean(_finite(r.get("perf/step_s") for r in train)),
         "wall_s": sum(wall) if wall else None,  # training steps + validations (resume-safe)
+        "stage_s": stage_split(rows),  # stage -> mean seconds per training step ({} without timing keys)
     }
 
 
@@ -120,6 +172,18 @@ def markdown_table(summaries: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def stage_table(summaries: list[dict[str, Any]]) -> str:
+    """Where a step goes, one row per run: the mean timed step and each stage's share ("" if no run has
+    timing keys; a run without them shows ``–``)."""
+    if not any(s.get("stage_s") for s in summaries):
+        return ""
+    lines = ["| run | timed step s | where a step goes |", "|---|---|---|"]
+    for s in summaries:
+        split = s.get("stage_s") or {}
+        lines.append(f"| {s['run']} | {_fmt(sum(split.values()) if split else None, '.2f')} | {format_split(split)} |")
+    return "\n".join(lines)
+
+
 def report_main(args: list[str]) -> None:
     """Entry of ``rlvr report``: paths, optionally ``--json``."""
     as_json = "--json" in args
@@ -127,4 +191,10 @@ def report_main(args: list[str]) -> None:
     if not paths:
         raise UserError("usage: rlvr report RUN_OR_SWEEP_DIR... [--json]")
     summaries = [summarize_run(r) for r in find_runs(paths)]
-    print(json.dumps(summaries, indent=2) if as_json else markdown_table(summaries))
+    if as_json:
+        print(json.dumps(summaries, indent=2))
+        return
+    stages = stage_table(summaries)
+    print(markdown_table(summaries))
+    if stages:
+        print(f"\nwhere a step goes (mean over training steps)\n\n{stages}")

@@ -7,6 +7,9 @@ to ``--out`` (default ``<first path>/analysis``):
   entropy start / end, response length, steps, wall time), printed as Markdown (``--json``: the JSON);
 - ``entropy.png``, ``val.png``, ``response_len.png``, ``method_frac.png`` against the training step,
   one line per run, colour = method;
+- with per-stage timings (``timing_s/<stage>``): where a step goes, per run (``stage_s`` in
+  ``summary.json``: stage -> mean seconds per training step, ``rlvr_cli.report.stage_split``), as a table
+  and ``timing.png`` (one stacked bar per run);
 - the entropy–performance law per run (``rlvr_cli.analysis.law``) with ``law.png``;
 - the covariance check: Pearson correlation between the logged covariance term ``cov/mean`` of step
   s−1 and the measured entropy change ``entropy/delta`` of step s (the update of step s−1 moved the
@@ -30,7 +33,8 @@ from typing import Any
 from rlvr_cli.analysis import plots
 from rlvr_cli.analysis.law import MIN_POINTS, fit_entropy_law
 from rlvr_cli.errors import UserError
-from rlvr_cli.report import _fmt, _val_key, find_runs, read_rows, summarize_run
+from rlvr_cli.report import _fmt, _val_key, find_runs, read_rows, stage_table, summarize_run
+from rlvr_cli.report import train_rows as _train_rows
 
 # the fraction of tokens a method acts on, by method (first key present wins); baseline: the PPO clip
 METHOD_FRACTION = {
@@ -39,10 +43,6 @@ METHOD_FRACTION = {
     "high_entropy": "method/high_entropy/kept_frac",
 }
 FALLBACK_FRACTION = ("ppo/clipfrac", "actor/pg_clipfrac")
-
-
-def _train_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r for r in rows if r.get("step", 0) > 0 and "reward/mean" in r]
 
 
 def series(rows: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
@@ -194,6 +194,8 @@ def write_figures(runs: list[dict[str, Any]], out: Path) -> dict[str, str]:
         made["law"] = "law.png"
     if plots.cov_scatter(runs, out / "cov.png"):
         made["cov"] = "cov.png"
+    if plots.timing_plot(runs, out / "timing.png"):
+        made["timing"] = "timing.png"
     return made
 
 
@@ -201,6 +203,7 @@ def write_index(runs: list[dict[str, Any]], figures: dict[str, str], out: Path) 
     keys = {r["method"]: r["method_frac_key"] for r in runs}
     md = ["# rlvr analyze", "", table(runs), "", "## Entropy–performance law R = −a·exp(H) + b", "", law_table(runs), "",
           "## Covariance check", "", cov_table(runs), "", *(["## Checkpoint evals", "", eval_table(runs), ""] if eval_table(runs) else []),
+          *(["## Where a step goes", "", stage_table(runs), ""] if stage_table(runs) else []),
           "## Figures", "",
           "method fraction keys: " + ", ".join(f"{m}: `{k}`" for m, k in keys.items()), ""]
     md += [f"![{name}]({path})" for name, path in figures.items()]
@@ -209,7 +212,7 @@ def write_index(runs: list[dict[str, Any]], figures: dict[str, str], out: Path) 
                    for n, p in figures.items())
     tables = "".join(f"<h2>{html.escape(t)}</h2><pre>{html.escape(x)}</pre>" for t, x in (
         ("runs", table(runs)), ("entropy-performance law", law_table(runs)), ("covariance check", cov_table(runs)),
-        ("checkpoint evals", eval_table(runs))) if x)
+        ("checkpoint evals", eval_table(runs)), ("where a step goes", stage_table(runs))) if x)
     (out / "index.html").write_text(f"<!doctype html><meta charset='utf-8'><title>rlvr analyze</title>"
                                     f"<h1>rlvr analyze</h1>{tables}<h2>figures</h2>{body}\n")
 
@@ -267,6 +270,8 @@ def analyze_main(args: list[str]) -> None:
     print(table(runs) + "\n\n" + law_table(runs) + "\n\n" + cov_table(runs))
     if eval_table(runs):
         print("\n" + eval_table(runs))
+    if stage_table(runs):
+        print("\n" + stage_table(runs))
     refused = [r for r in runs if r["law_refused"]]
     for r in refused:
         print(f"law fit refused for {r['run']}: {r['law_refused']}")

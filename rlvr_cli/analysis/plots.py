@@ -1,5 +1,6 @@
 """PNG figures for ``rlvr analyze`` (matplotlib, Agg backend: no display needed). One line per run,
-colour = method, line style = seed; every axis labelled; a legend on every figure."""
+colour = method, line style = seed (the timing figure: one stacked bar per run, colour = stage); every
+axis labelled; a legend on every figure."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -112,6 +113,41 @@ def cov_scatter(runs: list[dict[str, Any]], path: Path) -> Path | None:
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def timing_plot(runs: list[dict[str, Any]], path: Path) -> Path | None:
+    """Where a step goes: one horizontal bar per run with timings (``run["stage_s"]``, stage -> mean
+    seconds per training step), stacked by stage in ``rlvr_cli.report.STAGE_ORDER``. None if no run has timing keys."""
+    from rlvr_cli.report import STAGE_ORDER, order_stages
+
+    have = [r for r in runs if r.get("stage_s")]
+    if not have:
+        return None
+    stages = order_stages({n for r in have for n in r["stage_s"]})
+    extra = [n for n in stages if n not in STAGE_ORDER]
+    fig, ax = plt.subplots(figsize=(7, 1.6 + 0.45 * len(have)))
+    ax.set_axisbelow(True)
+    y = list(range(len(have)))
+    left = [0.0] * len(have)
+    for stage in stages:  # a stage keeps its colour across figures: tab10 by its place in STAGE_ORDER
+        width = [r["stage_s"].get(stage, 0.0) for r in have]
+        colour = ("lightgrey" if stage == "other" else plt.get_cmap("tab10")(STAGE_ORDER.index(stage))
+                  if stage in STAGE_ORDER else plt.get_cmap("tab20")((2 * extra.index(stage) + 1) % 20))
+        ax.barh(y, width, left=left, height=0.6, color=colour, label=stage)
+        left = [a + b for a, b in zip(left, width)]
+    for yi, total in zip(y, left):
+        ax.text(total, yi, f" {total:.2f} s", va="center", fontsize=8)
+    ax.set_yticks(y, [r["label"] for r in have], fontsize=8)
+    ax.invert_yaxis()  # first run on top, as in the tables
+    ax.set_xlim(0, max(left) * 1.15)
+    ax.set_xlabel("mean seconds per training step")
+    ax.set_title("where a step goes (timing_s/<stage>, mean over training steps)", fontsize=10)
+    ax.grid(alpha=0.3, axis="x")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="stage", title_fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 

@@ -77,6 +77,14 @@ class Method:
         the ``loss:`` node of the method's config."""
         return dict(self.cfg.loss)
 
+    @property
+    def reads_rollout_stats(self) -> bool:
+        """True when ``prepare`` or ``loss`` reads the rollout pass's statistics (``batch.token`` /
+        ``mb.old_token``: old log-probs, entropy) beyond what ``needs`` names. The loop then always runs
+        the no-grad scoring pass; otherwise, when the update is strictly on-policy, it may take the old
+        log-probs from the update's own forward instead (``algo.old_logprob_pass=auto``)."""
+        return False
+
     def prepare(self, batch: TrainBatch, ctx: StepContext) -> dict[str, float]:
         return {}
 

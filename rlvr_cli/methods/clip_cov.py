@@ -142,6 +142,10 @@ class ClipCov(Method):
     def needs(self) -> TokenNeeds:
         return TokenNeeds(minibatch=("logprobs",)) if self.cfg.stats_scope == "mini_batch" else TokenNeeds()
 
+    @property
+    def reads_rollout_stats(self) -> bool:  # batch scope selects from the rollout log-probs
+        return self.cfg.stats_scope == "batch"
+
     def prepare(self, batch: TrainBatch, ctx: StepContext) -> dict[str, float]:
         self.seed, self.rank = ctx.seed, ctx.rank
         self.ratio = self.cfg.ratio_schedule.value(self.cfg.ratio, ctx.step, ctx.total_steps)

@@ -56,6 +56,10 @@ class Dlogp(Method):
         return dict(self.cfg.loss)
 
     @torch.no_grad()
+    @property
+    def reads_rollout_stats(self) -> bool:  # its metrics read the rollout log-probs
+        return True
+
     def prepare(self, batch: TrainBatch, ctx: StepContext) -> dict[str, float]:
         m = batch.response_mask.bool()
         if not m.any():

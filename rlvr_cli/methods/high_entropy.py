@@ -74,6 +74,10 @@ class HighEntropy(Method):
     def clip_overrides(self) -> dict[str, Any]:
         return dict(self.cfg.loss)
 
+    @property
+    def reads_rollout_stats(self) -> bool:  # batch scope ranks the rollout entropy
+        return self.cfg.stats_scope == "batch"
+
     def prepare(self, batch: TrainBatch, ctx: StepContext) -> dict[str, float]:
         self._gather = ctx.gather
         if self.cfg.stats_scope != "batch":

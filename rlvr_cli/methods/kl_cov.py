@@ -127,6 +127,10 @@ class KlCov(Method):
     def needs(self) -> TokenNeeds:
         return TokenNeeds(minibatch=("logprobs",)) if self.cfg.stats_scope == "mini_batch" else TokenNeeds()
 
+    @property
+    def reads_rollout_stats(self) -> bool:  # batch scope selects from the rollout log-probs
+        return self.cfg.stats_scope == "batch"
+
     def prepare(self, batch: TrainBatch, ctx: StepContext) -> dict[str, float]:
         self._track_step(ctx.step)
         self.beta = self.cfg.beta_schedule.value(self.cfg.beta, ctx.step, ctx.total_steps)

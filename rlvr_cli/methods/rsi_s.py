@@ -142,6 +142,10 @@ class RsiS(Method):
         keep = rsi_keep_mask(rsi, mask, r_lo, r_hi)  # [n, T]
         return keep, rsi_metrics(rsi, logprobs, entropy, keep, mask, r_lo, r_hi)
 
+    @property
+    def reads_rollout_stats(self) -> bool:  # RSI from the rollout pass
+        return self.cfg.source == "old"
+
     def prepare(self, batch: TrainBatch, ctx: StepContext) -> dict[str, float]:
         self._gather = ctx.gather
         if not self.cfg.mask_in_prepare:

@@ -164,6 +164,10 @@ class Siren(Method):
         return dict(self.cfg.loss)
 
     @torch.no_grad()
+    @property
+    def reads_rollout_stats(self) -> bool:  # the anchor and selective entropy of the rollout batch
+        return True
+
     def prepare(self, batch: TrainBatch, ctx: StepContext) -> dict[str, float]:
         mask = batch.response_mask
         h = batch.token[ENTROPY]  # [N, T] rollout policy, no grad

@@ -9,6 +9,7 @@ Statistics that are only logged are computed under no_grad.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import torch
 from torch.utils.checkpoint import checkpoint as activation_checkpoint
@@ -31,6 +32,129 @@ def token_logprob(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """Positions that skip left padding, as HF ``generate`` builds them, so scoring matches sampling."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+PACKING = ("off", "block_mask", "varlen", "auto")
+# ``auto`` packs (block mask) only where it cuts the forward's token slots by at least this share: with a
+# dense mask, attention still costs C² per bin, so a batch with little padding runs faster padded
+AUTO_MIN_SAVING = 0.2
+
+
+@dataclass
+class Packed:
+    """The rows of a micro-batch without padding: each row's valid tokens (prompt, then response
+    up to its end, less the last token, whose hidden state predicts nothing) placed one after another
+    in ``bins`` of ``C`` tokens, ``position_ids`` restarting at 0 for every row.
+
+    ``segments`` [bins, C] is the row of each place (-1 on the padding left at a bin's end);
+    ``gather`` [M] the flat places (b·C + j) of the hidden states that predict the valid response
+    tokens, in the row-major order of ``response_mask`` (the order the padded path uses)."""
+
+    input_ids: torch.Tensor  # [bins, C]
+    position_ids: torch.Tensor  # [bins, C]
+    segments: torch.Tensor  # [bins, C] long
+    gather: torch.Tensor  # [M] long
+
+    def block_mask(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """[bins, 1, C, C] causal attention within each row only (padding attends to padding, so no
+        query is fully masked). bool (True = attend) for ``sdpa``; an additive float mask of
+        ``dtype`` (0 / finfo.min) for ``eager``, which reads a bool mask wrongly."""
+        seg = self.segments
+        c = seg.shape[1]
+        causal = torch.ones(c, c, dtype=torch.bool, device=seg.device).tril()
+        allowed = (seg[:, :, None] == seg[:, None, :]) & causal  # [bins, C, C]
+        allowed = allowed[:, None]
+        if dtype is None or dtype == torch.bool:
+            return allowed
+        zero = torch.zeros((), dtype=dtype, device=seg.device)
+        return torch.where(allowed, zero, torch.tensor(torch.finfo(dtype).min, dtype=dtype, device=seg.device))
+
+
+def pack_rows(input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor,
+              prompt_len: int, one_bin: bool = False) -> Packed:
+    """Pack a left-padded prompt + right-padded response batch ([n, P+T], response_mask [n, T]).
+
+    Rows go to bins first-fit in decreasing length (the bin size C is the longest row, so attention
+    within a bin costs no more than one padded row), or all into one bin (``one_bin``: varlen
+    attention, whose cost is Σ len² whatever the bin). All on the inputs' device; one host sync for
+    the lengths."""
+    n = input_ids.shape[0]
+    dev = input_ids.device
+    prompt_valid = attention_mask[:, :prompt_len].bool()  # [n, P]
+    resp_len = response_mask.sum(-1).long()  # [n]
+    p_len = prompt_valid.sum(-1).long()  # [n]
+    # a row's tokens: its prompt, then its response less the last token (nothing to predict after it)
+    seq_len = p_len + (resp_len - 1).clamp(min=0)  # [n]
+    lengths = seq_len.tolist()
+    cap = sum(lengths) if one_bin else max(lengths)
+    bins: list[int] = []  # tokens used per bin
+    where = [(0, 0)] * n  # (bin, offset) of each row
+    for i in sorted(range(n), key=lambda r: -lengths[r]):
+        for b, used in enumerate(bins):
+            if used + lengths[i] <= cap:
+                where[i], bins[b] = (b, used), used + lengths[i]
+                break
+        else:
+            where[i] = (len(bins), 0)
+            bins.append(lengths[i])
+    n_bins = len(bins)
+    b_of = torch.tensor([w[0] for w in where], device=dev)
+    off = torch.tensor([w[1] for w in where], device=dev)
+    # every valid token of every row: (row, position in the row) -> flat place in the bins
+    full_valid = torch.cat([prompt_valid, response_mask.bool()], 1)  # [n, P+T]
+    keep_tok = full_valid.clone()
+    last = (prompt_len + resp_len - 1).clamp(min=0)  # the response's last token: dropped
+    has_resp = resp_len > 0
+    keep_tok[has_resp.nonzero(as_tuple=True)[0], last[has_resp]] = False
+    r_idx, c_idx = keep_tok.nonzero(as_tuple=True)  # row-major: a row's tokens in order
+    pos = (keep_tok.long().cumsum(-1) - 1)[r_idx, c_idx]  # position within the row
+    flat = b_of[r_idx] * cap + off[r_idx] + pos
+    ids = torch.zeros(n_bins * cap, dtype=input_ids.dtype, device=dev)
+    ids[flat] = input_ids[r_idx, c_idx]
+    positions = torch.zeros(n_bins * cap, dtype=torch.long, device=dev)
+    positions[flat] = pos
+    segments = torch.full((n_bins * cap,), -1, dtype=torch.long, device=dev)
+    segments[flat] = r_idx
+    # hidden state at row position p_len - 1 + k predicts response token k
+    rr, kk = response_mask.bool().nonzero(as_tuple=True)  # row-major, as the padded path's order
+    gather = b_of[rr] * cap + off[rr] + p_len[rr] - 1 + kk
+    return Packed(ids.view(n_bins, cap), positions.view(n_bins, cap), segments.view(n_bins, cap), gather)
+
+
+def _body_hidden(model, body, input_ids, attention_mask, response_mask, prompt_len, packing,
+                 info: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hidden states [M, H] that predict the valid response tokens (row-major), and a spare [1, H]
+    row for dummy chunks: the padded forward, or the packed one (``packing``). ``info`` gets the
+    mode used and the token slots the forward ran over."""
+    n, total = input_ids.shape
+    t = total - prompt_len
+    packed = None
+    if packing != "off":
+        packed = pack_rows(input_ids, attention_mask, response_mask, prompt_len, one_bin=packing == "varlen")
+        if packing == "auto":
+            packing = "block_mask" if packed.input_ids.numel() <= (1 - AUTO_MIN_SAVING) * n * (total - 1) else "off"
+    if info is not None:
+        info.update(mode=packing, slots=n * (total - 1) if packing == "off" else packed.input_ids.numel())
+    if packing == "off":
+        # The body sees all but the last token: hidden state at position j predicts token j+1.
+        hidden = body(
+            input_ids=input_ids[:, :-1],
+            attention_mask=attention_mask[:, :-1],
+            position_ids=position_ids_from_mask(attention_mask[:, :-1]),
+            use_cache=False,
+        ).last_hidden_state[:, prompt_len - 1 :]  # [n, T, H]
+        idx = response_mask.reshape(-1).bool().nonzero(as_tuple=True)[0]  # [M] valid tokens only
+        flat = hidden.reshape(n * t, -1)
+        return flat[idx], flat[:1]
+    if packing == "varlen":  # flash-attention: restarting position_ids alone delimit the rows
+        mask = None
+    else:  # sdpa / eager (CPU and the rest): an explicit block-diagonal causal mask
+        eager = getattr(model.config, "_attn_implementation", "sdpa") == "eager"
+        mask = packed.block_mask(next(model.parameters()).dtype if eager else torch.bool)
+    hidden = body(input_ids=packed.input_ids, attention_mask=mask, position_ids=packed.position_ids,
+                  use_cache=False).last_hidden_state  # [bins, C, H]
+    flat = hidden.reshape(-1, hidden.shape[-1])
+    return flat[packed.gather], flat[:1]
 
 
 def _chunk_stats(
@@ -72,6 +196,8 @@ def policy_token_stats(
     chunk_size: int = 1024,
     checkpoint: bool = False,
     min_chunks: int = 0,
+    packing: str = "off",
+    info: dict | None = None,
 ) -> dict[str, torch.Tensor]:
     """Token statistics of the responses under ``model``.
 
@@ -85,6 +211,12 @@ def policy_token_stats(
             chunks), so every data-parallel rank makes the same number of calls: under ZeRO-3 each
             call gathers the head's weights collectively. The dummy results enter with weight 0, which
             also keeps the output graph-connected when there is no valid token.
+        packing: ``off`` — the padded [n, P+T] forward; ``block_mask`` — rows packed without padding
+            into bins with a block-diagonal causal mask (exact with ``sdpa`` and ``eager``);
+            ``varlen`` — all rows in one sequence delimited by restarting ``position_ids`` alone
+            (``flash_attention_2``'s varlen path; elsewhere the rows would attend to each other);
+            ``auto`` — ``block_mask`` where it saves ≥ 20% of the padded token slots, else ``off``.
+        info: if given, filled with the ``mode`` used and the token ``slots`` of the body's forward.
     Returns:
         {name: [n, T] float32}.
     """
@@ -96,26 +228,20 @@ def policy_token_stats(
     fns = {n: fns[n] for n in names}
     grad_names = frozenset(grad_stats) & set(names) if torch.is_grad_enabled() else frozenset()
 
+    if packing not in PACKING:
+        raise ValueError(f"unknown packing {packing!r}; valid: {', '.join(PACKING)}")
     n, total = input_ids.shape
     t = total - prompt_len
     body = model.get_decoder() if hasattr(model, "get_decoder") else model.model
     lm_head = model.get_output_embeddings()
-    # The body sees all but the last token; hidden state at position j predicts token j+1.
-    hidden = body(
-        input_ids=input_ids[:, :-1],
-        attention_mask=attention_mask[:, :-1],
-        position_ids=position_ids_from_mask(attention_mask[:, :-1]),
-        use_cache=False,
-    ).last_hidden_state[:, prompt_len - 1 :]  # [n, T, H]
-    flat_mask = response_mask.reshape(-1).bool()  # [n*T]
-    idx = flat_mask.nonzero(as_tuple=True)[0]  # [M] valid tokens only: padding costs no LM-head work
-    h_valid = hidden.reshape(n * t, -1)[idx]  # [M, H]
+    idx = response_mask.reshape(-1).bool().nonzero(as_tuple=True)[0]  # [M] valid tokens only
+    h_valid, dummy_h = _body_hidden(model, body, input_ids, attention_mask, response_mask, prompt_len, packing, info)
     y_valid = input_ids[:, prompt_len:].reshape(-1)[idx]  # [M]
 
     pieces: list[list[torch.Tensor]] = [[] for _ in names]
     starts = list(range(0, idx.numel(), chunk_size))
     n_dummy = max(min_chunks, 1 if grad_names else 0) - len(starts)
-    dummy_h, dummy_y = hidden[:1, 0], input_ids[:1, prompt_len]  # [1, H], [1]
+    dummy_y = input_ids[:1, prompt_len]  # [1]
     dummies: list[torch.Tensor] = []
     for start in starts + [-1] * max(0, n_dummy):
         if start < 0:

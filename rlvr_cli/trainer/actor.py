@@ -52,6 +52,13 @@ def rows(batch: TrainBatch, idx: torch.Tensor) -> TrainBatch:
     )
 
 
+def _scatter(out: dict[str, torch.Tensor], idx: torch.Tensor, stats: dict[str, torch.Tensor], shape) -> None:
+    """Write a micro-batch's [len(idx), t] statistics into rows ``idx`` of the [N, T] CPU tensors of ``out``."""
+    for k, v in stats.items():
+        dest = out.setdefault(k, torch.zeros(shape, dtype=torch.float32))
+        dest[idx, : v.shape[1]] = v.detach().float().cpu()
+
+
 def split_rows(n: int, size: int) -> list[torch.Tensor]:
     return [torch.arange(i, min(i + size, n)) for i in range(0, n, size)]
 
@@ -91,13 +98,17 @@ class Actor:
 
     def __init__(self, engine, precision: Precision, device: torch.device, micro_batch_size: int,
                  temperature: float, chunk_size: int = 1024, checkpoint_logits: Any = "auto", ref_model=None,
-                 zero3: bool = False, max_tokens_per_micro_batch: int | None = None):
+                 zero3: bool = False, max_tokens_per_micro_batch: int | None = None, remove_padding: bool = True):
         self.engine, self.precision, self.device = engine, precision, device
         self.micro_batch_size, self.temperature = int(micro_batch_size), float(temperature or 1.0)
         self.max_tokens = int(max_tokens_per_micro_batch) if max_tokens_per_micro_batch else None
         self.chunk_size, self.checkpoint_logits = int(chunk_size), checkpoint_logits
         self.ref_model, self.zero3 = ref_model, zero3
+        self.remove_padding = bool(remove_padding)
+        self.forward_stats = {"forwards": 0, "packed": 0, "slots": 0, "tokens": 0}  # since the last take
         self.world = ddp.world_size()
+        self._record: tuple[str, ...] = ()  # statistics of the update's forwards kept for the caller
+        self._recorded: list[dict[str, torch.Tensor]] | None = None
         self.updates = 0  # optimizer steps taken: a rollout engine with weights of its own re-syncs on a change
 
     @property
@@ -134,37 +145,66 @@ class Actor:
             ckpt_logits = model.config.vocab_size >= 32_000
         # same number of LM-head calls on every rank (ZeRO-3 gathers the head's weights per call)
         min_chunks = ddp.all_max(math.ceil(int(ro.response_mask.sum()) / self.chunk_size)) if self.world > 1 else 0
+        info: dict = {}
         with self.precision.autocast():
-            return policy_token_stats(
+            out = policy_token_stats(
                 model, ro.input_ids.to(self.device), ro.attention_mask.to(self.device), ro.response_mask.to(self.device),
                 ro.prompt_len, self.temperature, names, grad_names, fns or {}, self.chunk_size, bool(ckpt_logits), min_chunks,
+                packing=self.packing(model), info=info,
             )
+        fs = self.forward_stats
+        fs["forwards"] += 1
+        fs["packed"] += info["mode"] != "off"
+        fs["slots"] += info["slots"]
+        fs["tokens"] += int(ro.attention_mask.sum()) - len(ro.attention_mask)  # the body's valid inputs
+        return out
+
+    def packing(self, model: torch.nn.Module) -> str:
+        """How a forward drops padding (``algo.use_remove_padding``): flash-attention's varlen path
+        where the model runs it, else rows packed under a block-diagonal mask wherever that saves
+        token slots (``auto``), or the padded batch when it is off."""
+        if not self.remove_padding:
+            return "off"
+        attn = str(getattr(model.config, "_attn_implementation", None) or "sdpa")
+        return "varlen" if attn.startswith("flash_attention") else "auto"
+
+    def take_forward_stats(self) -> dict[str, float]:
+        """``perf/`` metrics of the forwards since the last call: the share of them that ran packed and
+        the share of their token slots that were padding."""
+        fs, self.forward_stats = self.forward_stats, {"forwards": 0, "packed": 0, "slots": 0, "tokens": 0}
+        if not fs["forwards"]:
+            return {}
+        return {"perf/packed_forward_frac": fs["packed"] / fs["forwards"],
+                "perf/padding_frac": max(0.0, 1 - fs["tokens"] / max(fs["slots"], 1))}
 
     @torch.no_grad()
     def score(self, batch: TrainBatch, names: list[str], fns: dict | None = None,
-              reference: bool = True) -> dict[str, torch.Tensor]:
-        """Token statistics of the current weights on the batch (eval mode, no grad, chunked), plus
-        ``ref_logprobs`` when there is a reference model (and ``reference``). {name: [N, T] float32, on the CPU}."""
-        self.model.eval()
+              model: torch.nn.Module | None = None) -> dict[str, torch.Tensor]:
+        """Token statistics of the current weights (or of ``model``: the reference) on the batch, eval
+        mode, no grad, chunked. {name: [N, T] float32, on the CPU}."""
+        model = self.model if model is None else model
+        model.eval()
         out: dict[str, torch.Tensor] = {}
         n, t = batch.response_mask.shape
         for idx in self.micro_splits(batch):
             ro = rows(batch, idx).rollouts  # a dummy where this rank has fewer micro-batches
-            stats = self._token_stats(self.model, ro, names if idx.numel() else ["logprobs"], (), fns)
-            if self.ref_model is not None and reference:
-                stats["ref_logprobs"] = self._token_stats(self.ref_model, ro, ["logprobs"])["logprobs"]
-            if not idx.numel():
-                continue
-            for k, v in stats.items():
-                dest = out.setdefault(k, torch.zeros((n, t), dtype=torch.float32))
-                dest[idx, : v.shape[1]] = v.float().cpu()
+            stats = self._token_stats(model, ro, names if idx.numel() else ["logprobs"], (), fns)
+            if idx.numel():
+                _scatter(out, idx, stats, (n, t))
         return out
+
+    def reference(self, batch: TrainBatch) -> torch.Tensor:
+        """Log-probs of the frozen reference model on the batch ([N, T], no grad)."""
+        return self.score(batch, ["logprobs"], model=self.ref_model)["logprobs"]
 
     def forward(self, ro: Rollouts, names: list[str], grad_names: list[str], fns: dict | None = None) -> dict[str, torch.Tensor]:
         """A gradient forward: train mode (gradient checkpointing active if enabled), compute precision."""
         self.engine.before_forward()
         self.model.train()
-        return self._token_stats(self.model, ro, names, grad_names, fns)
+        stats = self._token_stats(self.model, ro, names, grad_names, fns)
+        if self._recorded is not None:
+            self._recorded.append({k: stats[k].detach() for k in self._record if k in stats})
+        return stats
 
     # ---------------------------------------------------------------------------------------- update
     def totals(self, mini: TrainBatch) -> Totals:
@@ -173,7 +213,7 @@ class Actor:
             pg_mask.sum(), (pg_mask.sum(-1) > 0).sum(), mini.response_mask.sum(), (mini.response_mask.sum(-1) > 0).sum())))
 
     def update(self, batch: TrainBatch, mini_batch_size: int, ppo_epochs: int, loss_fn: MicroLoss,
-               before_step: BeforeStep | None = None) -> tuple[dict[str, float], int]:
+               before_step: BeforeStep | None = None, record: tuple[str, ...] = ()) -> tuple[dict[str, float], int]:
         """PPO epochs over mini-batches (one optimizer step each) of micro-batches (grad accumulation).
 
         A mini-batch is ``mini_batch_size`` responses of the global batch: each rank takes the same
@@ -181,6 +221,10 @@ class Actor:
         (mini-batch-scope method statistics). Returns (metrics, optimizer steps skipped for a non-finite
         loss or gradient). Loss metrics are per mini-batch sums, ``before_step``'s means over
         mini-batches, the rest means over micro-batches.
+
+        ``record``: statistics of the first mini-batch's gradient forwards (e.g. ``logprobs``,
+        ``entropy``) written, detached, into ``batch.token`` ([N, T]) — the weights are still those the
+        batch was sampled with, so with one mini-batch and one epoch they are the old log-probs.
         """
         sums: dict[str, float] = {}
         pre: dict[str, float] = {}
@@ -192,7 +236,8 @@ class Actor:
                 mini = rows(batch, mb_idx)
                 for k, v in (before_step(mini, (epoch, mb_i)) if before_step else {}).items():
                     pre[k] = pre.get(k, 0.0) + v
-                finite = self._accumulate(mini, (epoch, mb_i), loss_fn, sums)
+                keep = record if (epoch, mb_i) == (0, 0) else ()
+                finite = self._accumulate(mini, (epoch, mb_i), loss_fn, sums, keep, batch, mb_idx)
                 grad_norm = self.engine.step() if finite else self.engine.skip_step()
                 self.updates += 1
                 if not math.isfinite(grad_norm):
@@ -210,14 +255,22 @@ class Actor:
         out["train/nonfinite_skipped"] = float(skipped)
         return out, skipped
 
-    def _accumulate(self, mini: TrainBatch, where: tuple[int, int], loss_fn: MicroLoss, sums: dict[str, float]) -> bool:
+    def _accumulate(self, mini: TrainBatch, where: tuple[int, int], loss_fn: MicroLoss, sums: dict[str, float],
+                    record: tuple[str, ...] = (), batch: TrainBatch | None = None, mini_idx: torch.Tensor | None = None) -> bool:
         """Accumulate the gradients of one mini-batch. Returns False if a loss was non-finite (on any
-        rank): that micro-batch contributes a zero gradient and the optimizer step is then skipped."""
+        rank): that micro-batch contributes a zero gradient and the optimizer step is then skipped.
+        ``record``: statistics of the forwards to write into ``batch.token`` at rows ``mini_idx``."""
         totals = self.totals(mini)
         finite = True
         splits = self.micro_splits(mini)
+        kept: dict[str, torch.Tensor] = {}
+        self._record = record
         for mi, idx in enumerate(splits):
+            self._recorded = [] if record else None
             loss, m = loss_fn(rows(mini, idx), (*where, mi), totals)
+            if record and idx.numel() and self._recorded:
+                _scatter(kept, mini_idx[idx], self._recorded[-1], tuple(batch.response_mask.shape))
+            self._recorded = None
             if not torch.isfinite(loss):
                 finite = False
                 loss = loss.nan_to_num(0.0, 0.0, 0.0) * 0.0
@@ -227,4 +280,6 @@ class Actor:
                 for k, v in m.items():
                     sums[k] = sums.get(k, 0.0) + v
                 sums["#micro"] = sums.get("#micro", 0.0) + 1
+        if record:
+            batch.token.update(kept)
         return ddp.all_sum(0.0 if finite else 1.0) == 0

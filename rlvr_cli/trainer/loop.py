@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import time
@@ -22,7 +23,7 @@ from rlvr_cli.eval import sample_and_grade, summarize_samples
 from rlvr_cli.losses import ClipSpec, agg_loss, clipped_token_loss, kl_penalty, masked_mean
 from rlvr_cli.methods import StepContext, build_method
 from rlvr_cli.stats import entropy_dynamics
-from rlvr_cli.models import load_model, load_tokenizer, pick_device, pick_dtype
+from rlvr_cli.models import has_dropout, load_model, load_tokenizer, pick_device, pick_dtype
 from rlvr_cli.progress import StepProgress
 from rlvr_cli.rewards import build_grader
 from rlvr_cli.rewards.functions import RewardInputs, build_rewards, score as reward_score
@@ -33,6 +34,7 @@ from rlvr_cli.trainer import checkpoint as ckpt
 from rlvr_cli.trainer.actor import Actor, Totals, rows
 from rlvr_cli.trainer.engine import DeepSpeedEngine, TorchEngine, deepspeed_config, zero3_reference
 from rlvr_cli.trainer.precision import resolve_precision
+from rlvr_cli.timing import StageTimer
 from rlvr_cli.tracking import build_tracker
 from rlvr_cli.types import PolicyBatch, Rollouts, TrainBatch
 
@@ -81,6 +83,7 @@ class GRPOTrainer:
         self.term_values: list[dict[str, list[float]]] = []  # each reward term's values, per sampling round
         self.step, self.bad_streak, self.prev_entropy = 0, 0, None
         self.gen_s = 0.0  # generation seconds of the current step (all refill rounds)
+        self.timer = StageTimer(self.device)  # timing_s/<stage> of the current step
         self.resume_from = ckpt.resolve_resume(self.trainer_cfg.get("resume"), self.out_dir)
         policy_path = str(self.resume_from / "hf") if self.resume_from else None
         model_cfg = c(cfg.model)
@@ -94,6 +97,7 @@ class GRPOTrainer:
             self.trainer_cfg.get("logprob_chunk_size", 1024), self.trainer_cfg.get("checkpoint_logits", "auto"),
             ref_model, zero3=isinstance(self.engine, DeepSpeedEngine) and self.engine.zero_stage == 3,
             max_tokens_per_micro_batch=self.algo.get("max_tokens_per_micro_batch"),
+            remove_padding=self.algo.get("use_remove_padding", True),
         )
         self.stop = resolve_stop(self.model, self.tokenizer, [*(model_cfg.get("stop_tokens") or []),
                                  *(self.rollout_cfg.get("stop_token_ids") or [])], self.rollout_cfg.get("stop") or [])
@@ -171,14 +175,17 @@ class GRPOTrainer:
 
     # ------------------------------------------------------------------------------------------ step
     def train_step(self) -> dict[str, float]:
-        """One GRPO step over a fresh batch of prompts."""
+        """One GRPO step over a fresh batch of prompts. Each stage is timed (``timing_s/<stage>``);
+        ``fit`` adds validation and the checkpoint and closes the step's timings."""
         t0 = time.perf_counter()
+        self.timer.reset()
         step = self.step + 1
         self.engine.set_lr_for_step(self.step)
         # 1-3. data -> rollout -> reward, in rounds when DAPO's dynamic sampling refills the batch
         self.gen_s, self.term_values = 0.0, []
         rollouts, grades, scores, keep, rounds = self.sample_batch()
-        self.rollout.sleep()  # the engine's KV cache (and weights) leave the GPU during the update
+        with self.timer.stage("gen"):
+            self.rollout.sleep()  # the engine's KV cache (and weights) leave the GPU during the update
         t_gen = self.gen_s
         # 4. advantage: group-normalised, broadcast to tokens; `keep` says which responses train (algo filters)
         adv = grpo_advantages(scores, rollouts.group_ids, self.algo["norm_adv_by_std"], self.algo["adv_eps"])
@@ -190,36 +197,65 @@ class GRPOTrainer:
         if ddp.all_sum(float(keep.sum())) > 0:
             batch = self._train_batch(rollouts, scores, adv, keep)
             # 5. old log-probs and the token statistics the method asked for (rollout policy, no grad);
-            #    with an engine of its own (vLLM): the mismatch and its importance weights
-            batch.token.update(self.score(batch))
-            metrics.update(self._dynamics(batch))
-            metrics.update(self._rollout_correction(batch))
+            #    with an engine of its own (vLLM): the mismatch and its importance weights. Skipped when
+            #    the update is strictly on-policy: its own log-probs, detached, are the old ones
+            reuse = self.reuse_update_logprobs(batch)
+            metrics["perf/old_log_prob_pass"] = 0.0 if reuse else 1.0
+            if not reuse:
+                batch.token.update(self.score(batch))
+                metrics.update(self._dynamics(batch))
+            with self.timer.stage("old_log_prob"):
+                metrics.update(self._rollout_correction(batch))
             # 6. method: batch-scope statistics (quantiles, top-k, anchors) over the whole train batch
-            metrics.update({f"method/{self.method.name}/{k}": v for k, v in self.method.prepare(batch, self._ctx(step)).items()})
+            with self.timer.stage("method"):
+                metrics.update({f"method/{self.method.name}/{k}": v for k, v in self.method.prepare(batch, self._ctx(step)).items()})
             # 7. loss + optimizer steps over mini-/micro-batches
-            metrics.update(self.update(batch, step))
+            metrics.update(self.update(batch, step, record=("logprobs", "entropy") if reuse else ()))
+            if reuse:  # 5, after the fact: the rollout policy's statistics from the update's forwards
+                batch.token["old_logprobs"] = batch.token.pop("logprobs")
+                metrics.update(self._dynamics(batch))
         else:
             metrics["train/skipped_no_signal"] = 1.0
         self.step = step
         # 8. metrics, averaged over ranks
+        metrics.update(self.actor.take_forward_stats())
         metrics["optim/lr"] = self.engine.lr
         metrics["perf/step_s"] = time.perf_counter() - t0
+        self._step_t0 = t0
         return ddp.mean_metrics(metrics)
+
+    def reuse_update_logprobs(self, batch: TrainBatch) -> bool:
+        """Whether π_old is exactly the policy of the update's own forward, so the scoring pass would
+        compute nothing new (TRL's rule for ``num_iterations=1``): ``algo.old_logprob_pass=auto``, one
+        PPO epoch of one mini-batch, no KL reference, no engine log-probs to correct (vLLM) or bypass,
+        a method that needs no rollout statistic before the update, and no dropout in train mode
+        (train and eval forwards then agree)."""
+        needs = self.method.needs
+        n_mini = math.ceil(ddp.all_sum(len(batch)) / self.algo["mini_batch_size"])
+        return (self.algo.get("old_logprob_pass", "auto") == "auto" and self.algo["ppo_epochs"] == 1 and n_mini <= 1
+                and self.ref_model is None and "rollout_logprobs" not in batch.token and not self.bypass
+                and not needs.rollout and not needs.minibatch and not self.method.reads_rollout_stats
+                and not has_dropout(self.model))
 
     def _sample_round(self) -> tuple[Rollouts, list, torch.Tensor]:
         """One round: the same global batch of prompts on every rank, each rank takes its own (whole
         groups); G samples per prompt; each response graded by the verifier."""
         prompts = self.sampler.next_batch(self.rollout_cfg["prompts_per_step"])[self.rank :: self.world]
-        t0 = time.perf_counter()
-        rollouts = self.rollout.generate(prompts, self.algo["group_size"], self.spec)
+        t0, synced = time.perf_counter(), getattr(self.rollout, "sync_s_total", 0.0)
+        with self.timer.stage("gen"):
+            rollouts = self.rollout.generate(prompts, self.algo["group_size"], self.spec)
+        self.timer.add("gen", 0.0, tokens=float(rollouts.response_mask.sum()))
         self.gen_s += time.perf_counter() - t0
+        # a rollout engine with weights of its own pushes them inside its first generate after an update
+        self.timer.move("gen", "weight_sync", getattr(self.rollout, "sync_s_total", 0.0) - synced)
         rows_of = rollouts.group_ids.tolist()
         answers = [prompts[g].answer for g in rows_of]
-        grades = self.grader.grade(rollouts.texts, answers)
-        fields = {"prompts": [prompts[g].text for g in rows_of], "problem": [prompts[g].problem for g in rows_of],
-                  "id": [prompts[g].id for g in rows_of]}
-        inputs = RewardInputs(rollouts.texts, answers, grades, rollouts.response_mask.sum(-1).tolist(), fields)
-        total, values = reward_score(self.reward_terms, inputs)
+        with self.timer.stage("reward"):
+            grades = self.grader.grade(rollouts.texts, answers)
+            fields = {"prompts": [prompts[g].text for g in rows_of], "problem": [prompts[g].problem for g in rows_of],
+                      "id": [prompts[g].id for g in rows_of]}
+            inputs = RewardInputs(rollouts.texts, answers, grades, rollouts.response_mask.sum(-1).tolist(), fields)
+            total, values = reward_score(self.reward_terms, inputs)
         self.term_values.append(values)
         return rollouts, grades, torch.tensor(total, dtype=torch.float32)  # scores [N]
 
@@ -292,26 +328,37 @@ class GRPOTrainer:
         nothing else needs it (no method statistic, no KL reference): ``actor/entropy`` then comes
         from the update's own forwards and the entropy-dynamics metrics are not computed."""
         needs = self.method.needs
+        ref = {}
+        if self.ref_model is not None:
+            with self.timer.stage("ref", tokens=float(batch.rollouts.attention_mask.sum())):
+                ref = {"ref_logprobs": self.actor.reference(batch)}
         if self.bypass and "rollout_logprobs" in batch.token:
             if not needs.rollout and self.ref_model is None:
                 return {"old_logprobs": batch.token["rollout_logprobs"].clone()}
-            token = self.actor.score(batch, ["logprobs", "entropy", *needs.rollout], needs.fns)
+            token = self._score_policy(batch, ["logprobs", "entropy", *needs.rollout])
             token["trainer_logprobs"] = token.pop("logprobs")
             token["old_logprobs"] = batch.token["rollout_logprobs"].clone()
-            return token
-        token = self.actor.score(batch, ["logprobs", "entropy", *needs.rollout], needs.fns)
+            return {**token, **ref}
+        token = self._score_policy(batch, ["logprobs", "entropy", *needs.rollout])
         token["old_logprobs"] = token.pop("logprobs")
-        return token
+        return {**token, **ref}
+
+    def _score_policy(self, batch: TrainBatch, names: list[str]) -> dict[str, torch.Tensor]:
+        with self.timer.stage("old_log_prob", tokens=float(batch.rollouts.attention_mask.sum())):
+            return self.actor.score(batch, names, self.method.needs.fns)
 
     def _ctx(self, step: int) -> StepContext:
         return StepContext(step=step, total_steps=self.trainer_cfg["max_steps"], seed=self.cfg.seed,
                            gather=ddp.gather_1d, world_size=self.world, rank=self.rank, clip=self.clip)
 
-    def update(self, batch: TrainBatch, step: int) -> dict[str, float]:
-        """PPO epochs x mini-batches x micro-batches of ``_micro_loss`` (the actor runs them)."""
-        metrics, skipped = self.actor.update(batch, self.algo["mini_batch_size"], self.algo["ppo_epochs"],
-                                             lambda mb, where, totals: self._micro_loss(mb, step, where, totals),
-                                             lambda mini, where: self._prepare_minibatch(mini, step, where))
+    def update(self, batch: TrainBatch, step: int, record: tuple[str, ...] = ()) -> dict[str, float]:
+        """PPO epochs x mini-batches x micro-batches of ``_micro_loss`` (the actor runs them); ``record``:
+        statistics of the first mini-batch's forwards kept in ``batch.token`` (``Actor.update``)."""
+        tokens = float(batch.rollouts.attention_mask.sum()) * self.algo["ppo_epochs"]
+        with self.timer.stage("update_actor", tokens=tokens):
+            metrics, skipped = self.actor.update(batch, self.algo["mini_batch_size"], self.algo["ppo_epochs"],
+                                                 lambda mb, where, totals: self._micro_loss(mb, step, where, totals),
+                                                 lambda mini, where: self._prepare_minibatch(mini, step, where), record)
         self.bad_streak = self.bad_streak + 1 if skipped else 0
         return metrics
 
@@ -322,11 +369,12 @@ class GRPOTrainer:
         names = self.method.needs.minibatch
         if not names:
             return {}
-        if where == (0, 0) and not self.bypass and all(n == "logprobs" or n in mini.token for n in names):
-            current = {n: mini.old_logprobs if n == "logprobs" else mini.token[n] for n in names}
-        else:
-            current = self.actor.score(mini, list(names), self.method.needs.fns, reference=False)
-        out = self.method.prepare_minibatch(mini, current, self._ctx(step), where)
+        with self.timer.stage("method"):  # taken out of update_actor's seconds
+            if where == (0, 0) and not self.bypass and all(n == "logprobs" or n in mini.token for n in names):
+                current = {n: mini.old_logprobs if n == "logprobs" else mini.token[n] for n in names}
+            else:
+                current = self.actor.score(mini, list(names), self.method.needs.fns)
+            out = self.method.prepare_minibatch(mini, current, self._ctx(step), where)
         return {f"method/{self.method.name}/{k}": v for k, v in out.items()}
 
     def _rollout_metrics(self, rollouts, grades, scores, keep, t_gen) -> dict[str, float]:
@@ -367,11 +415,14 @@ class GRPOTrainer:
         mask = mb.response_mask.to(self.device).float()
         lp = stats.pop("logprobs")
         entropy = stats.pop("entropy") if log_entropy else None
-        old, adv = mb.old_logprobs.to(self.device), mb.advantages.to(self.device)
+        adv = mb.advantages.to(self.device)
         if where[:2] == (0, 0) and not self.bypass:
             # the first mini-batch of a step is on-policy: use the current log-probs themselves (verl's
-            # shortcut), so r = 1 exactly and KL-Cov's |lp − old| is 0 rather than rounding noise
+            # shortcut), so r = 1 exactly and KL-Cov's |lp − old| is 0 rather than rounding noise (and
+            # when the scoring pass was skipped there is no other value)
             old = lp.detach()
+        else:
+            old = mb.old_logprobs.to(self.device)
         pb = PolicyBatch(
             logprobs=lp, old_logprobs=old, advantages=adv, response_mask=mask, token=stats,
             old_token={k: v.to(self.device) for k, v in mb.token.items()},
@@ -439,13 +490,17 @@ class GRPOTrainer:
                 metrics = self.train_step()
                 every = self.cfg.val.every
                 if every and (self.step % every == 0 or self.step == total):
-                    metrics.update(self.validate())
+                    with self.timer.stage("val"):
+                        metrics.update(self.validate())
+                stop = self.bad_streak >= self.trainer_cfg.get("max_bad_steps", 5)
+                if stop or self.step == total or (self.trainer_cfg["save_every"] and self.step % self.trainer_cfg["save_every"] == 0):
+                    with self.timer.stage("checkpoint"):
+                        self.save()
+                # the step's stages, validation and checkpoint included, add up to timing_s/step
+                metrics.update(ddp.mean_metrics(self.timer.metrics(time.perf_counter() - self._step_t0)))
                 self.tracker.log(metrics, self.step)
                 bar.update(self.step, metrics)
                 last = metrics
-                stop = self.bad_streak >= self.trainer_cfg.get("max_bad_steps", 5)
-                if stop or self.step == total or (self.trainer_cfg["save_every"] and self.step % self.trainer_cfg["save_every"] == 0):
-                    self.save()
                 if os.environ.get(FAULT_KILL_ENV) == str(self.step):
                     os.kill(os.getpid(), signal.SIGKILL)
                 if stop:

@@ -8,8 +8,9 @@ from rlvr_cli.analysis.analyze import analyze, cov_pairs, law_points
 from rlvr_cli.cli import main
 
 
-def _run(root, name, method, seed, steps=12, val_every=2, a=0.4, b=1.0, slope=-2.0):
-    """A run whose entropy decays, validation follows R = −a·e^H + b, and ΔH(s) = slope·cov(s−1)."""
+def _run(root, name, method, seed, steps=12, val_every=2, a=0.4, b=1.0, slope=-2.0, timing=None):
+    """A run whose entropy decays, validation follows R = −a·e^H + b, and ΔH(s) = slope·cov(s−1);
+    ``timing``: ``timing_s/*`` keys logged on every training step."""
     d = root / name
     d.mkdir(parents=True)
     (d / "resolved_config.yaml").write_text(f"seed: {seed}\nmethod:\n  name: {method}\nalgo:\n  name: grpo\n")
@@ -21,6 +22,7 @@ def _run(root, name, method, seed, steps=12, val_every=2, a=0.4, b=1.0, slope=-2
         row = {"step": s, "reward/mean": 0.5, "reward/accuracy": 0.5, "actor/entropy": entropy[s],
                "cov/mean": cov[s], "rollout/response_len_mean": 30.0 + s, "perf/step_s": 2.0,
                "ppo/clipfrac": 0.01, f"method/{method}/selected_frac": 0.002}
+        row.update(timing or {})
         if s > 1:
             row["entropy/delta"] = entropy[s] - entropy[s - 1]
         if s % val_every == 0:
@@ -65,6 +67,34 @@ def test_table_plots_law_and_covariance_check(tmp_path):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000, name
         assert f"({name}.png)" in (out / "index.md").read_text() and f'src="{name}.png"' in (out / "index.html").read_text()
     assert json.loads((out / "summary.json").read_text())["runs"][0]["run"] == "arith_grpo_baseline_s0"
+    # no run logs timing_s/*: no timing figure, no stage table
+    assert not (out / "timing.png").exists() and "timing" not in result["figures"]
+    assert base["stage_s"] == {} and "Where a step goes" not in (out / "index.md").read_text()
+
+
+def test_timing_figure_and_stage_means(tmp_path):
+    sweep = tmp_path / "sweep"
+    _run(sweep, "a_s0", "baseline", 0, steps=4, timing={
+        "timing_s/gen": 3.0, "timing_s/old_log_prob": 0.5, "timing_s/update_actor": 1.0, "timing_s/other": 0.5,
+        "timing_s/step": 5.0})
+    _run(sweep, "b_s0", "clip_cov", 0, steps=4, timing={
+        "timing_s/gen": 1.0, "timing_s/ref": 0.4, "timing_s/update_actor": 2.0, "timing_s/weight_sync": 0.6,
+        "timing_s/step": 4.0})
+    _run(sweep, "c_s0", "siren", 0, steps=4)  # an older run: perf/step_s only
+    result = analyze([str(sweep)])
+    out = sweep / "analysis"
+    png = out / "timing.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    assert result["figures"]["timing"] == str(png)
+    assert "(timing.png)" in (out / "index.md").read_text() and 'src="timing.png"' in (out / "index.html").read_text()
+    stages = {r["run"]: r["stage_s"] for r in json.loads((out / "summary.json").read_text())["runs"]}
+    assert stages["a_s0"] == pytest.approx({"gen": 3.0, "old_log_prob": 0.5, "update_actor": 1.0, "other": 0.5})
+    assert list(stages["b_s0"]) == ["gen", "ref", "update_actor", "weight_sync"]
+    assert stages["c_s0"] == {}
+    index = (out / "index.md").read_text()
+    assert "| a_s0 | 5.00 | gen 60% · old_log_prob 10% · update_actor 20% · other 10% |" in index
+    assert "| b_s0 | 4.00 | gen 25% · ref 10% · update_actor 50% · weight_sync 15% |" in index
+    assert "| c_s0 | – | – |" in index
 
 
 def test_pairing_rules():

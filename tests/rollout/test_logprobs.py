@@ -54,3 +54,119 @@ def test_custom_statistic_and_unknown_name():
     assert out["top1"].shape == (3, 5) and (out["top1"][mask.bool()] > 0).all() and (out["top1"][~mask.bool()] == 0).all()
     with pytest.raises(ValueError, match="entropy"):
         policy_token_stats(model, ids, attn, mask, 4, stats=("bogus",))
+
+
+# ---------------------------------------------------------------------------------- padding-free forwards
+
+def test_pack_rows_layout_by_hand():
+    """Two rows (P = 3, T = 3): each row's valid tokens less its last, positions restarting, and the
+    places whose hidden states predict the response tokens, in row-major order."""
+    from rlvr_cli.rollout.logprobs import pack_rows
+
+    ids = torch.tensor([[0, 5, 6, 7, 8, 0], [1, 2, 3, 9, 0, 0]])
+    attn = torch.tensor([[0, 1, 1, 1, 1, 0], [1, 1, 1, 1, 0, 0]])
+    resp = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    bins = pack_rows(ids, attn, resp, 3)  # bins as long as the longest row: one row each
+    assert bins.input_ids.tolist() == [[5, 6, 7], [1, 2, 3]]
+    assert bins.position_ids.tolist() == [[0, 1, 2], [0, 1, 2]]
+    assert bins.gather.tolist() == [1, 2, 5]  # 6 -> 7, 7 -> 8, 3 -> 9
+    one = pack_rows(ids, attn, resp, 3, one_bin=True)
+    assert one.input_ids.tolist() == [[5, 6, 7, 1, 2, 3]] and one.position_ids.tolist() == [[0, 1, 2, 0, 1, 2]]
+    assert one.segments.tolist() == [[0, 0, 0, 1, 1, 1]] and one.gather.tolist() == [1, 2, 5]
+    mask = one.block_mask()[0, 0]
+    assert mask[2].tolist() == [True, True, True, False, False, False]  # causal within row 0
+    assert mask[4].tolist() == [False, False, False, True, True, False]  # row 1 never sees row 0
+    additive = one.block_mask(torch.float32)[0, 0]
+    assert additive[4, 3] == 0 and additive[4, 0] == torch.finfo(torch.float32).min
+
+
+def test_pack_rows_fills_bins_first_fit_decreasing():
+    from rlvr_cli.rollout.logprobs import pack_rows
+
+    lengths = [6, 2, 3, 1, 4]  # response lengths; prompts of 1 token: row lengths 6, 2, 3, 1, 4 (less the last)
+    t = max(lengths)
+    ids = torch.arange(1, 5 * (t + 1) + 1).view(5, t + 1)
+    attn = torch.ones_like(ids)
+    resp = torch.zeros(5, t, dtype=torch.long)
+    for i, n in enumerate(lengths):
+        resp[i, :n] = 1
+        attn[i, 1 + n:] = 0
+    packed = pack_rows(ids, attn, resp, 1)
+    # capacity 6: [row0 (6)], [row4 (4), row1 (2)], [row2 (3), row3 (1)]
+    assert packed.input_ids.shape == (3, 6)
+    assert packed.segments.tolist() == [[0] * 6, [4] * 4 + [1] * 2, [2] * 3 + [3] + [-1] * 2]
+
+
+def _wide_batch(n_rows=8, p=10, t=200, seed=0, vocab=64):
+    """Rows of very different lengths: responses of 1 to 200 tokens, prompts of 1 to 10 (left padding),
+    right padding after each response; the last row has no response at all (a dummy row)."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, vocab, (n_rows, p + t), generator=g)
+    attn = torch.ones(n_rows, p + t, dtype=torch.long)
+    resp = torch.zeros(n_rows, t)
+    prompt_lens = [10, 1, 4, 10, 7, 2, 9, 5][:n_rows]
+    resp_lens = [1, 200, 3, 57, 120, 11, 199, 0][:n_rows]
+    for i, (pl, rl) in enumerate(zip(prompt_lens, resp_lens)):
+        attn[i, : p - pl] = 0
+        attn[i, p + rl:] = 0
+        resp[i, :rl] = 1
+    return ids, attn, resp, p
+
+
+def _stats_and_grads(model, ids, attn, resp, p, packing):
+    model.zero_grad()
+    out = policy_token_stats(model, ids, attn, resp, p, 0.8, ("logprobs", "entropy"), ("logprobs", "entropy"),
+                             chunk_size=64, packing=packing)
+    ((out["logprobs"] + 0.1 * out["entropy"]) * resp).sum().backward()
+    return out, [q.grad.clone() for q in model.parameters()]
+
+
+@pytest.mark.parametrize("attn_impl", ["sdpa", "eager"])
+def test_packed_forward_equals_padded_forward(attn_impl):
+    """Packed rows (block-diagonal mask, restarting positions) give the padded forward's per-token
+    log-probs, entropy and gradients: within 1e-5 relative in fp32, exactly (1e-9) in float64."""
+    ids, attn, resp, p = _wide_batch()
+    # (eager's padded forward itself gives NaN on left-padded rows in float64: fp32 only there)
+    for dtype, tol in ((torch.float32, 1e-5), (torch.float64, 1e-9))[: 2 if attn_impl == "sdpa" else 1]:
+        model = tiny_qwen2(hidden=64, layers=2)
+        model.config.max_position_embeddings = 256
+        model.config._attn_implementation = attn_impl
+        model = model.to(dtype).train()
+        a, ga = _stats_and_grads(model, ids, attn, resp, p, "off")
+        b, gb = _stats_and_grads(model, ids, attn, resp, p, "block_mask")
+        for k in ("logprobs", "entropy"):
+            diff = ((a[k] - b[k]).detach() * resp).abs()
+            assert float((diff / (1 + a[k].detach().abs())).max()) <= tol, (k, float(diff.max()))
+            assert float((b[k].detach() * (1 - resp)).abs().max()) == 0  # nothing outside the responses
+        scale = max(float(g.abs().max()) for g in ga)
+        assert max(float((x - y).abs().max()) for x, y in zip(ga, gb)) <= tol * scale
+
+
+def test_one_sequence_varlen_layout_equals_padded_forward():
+    """``varlen`` (flash-attention's layout: every row in one sequence, restarting position_ids, no
+    mask) scores the same tokens: transformers 5 turns restarting positions into a block mask when no
+    mask and no cache are given, so the layout (gather places, positions) is checked here on CPU."""
+    ids, attn, resp, p = _wide_batch()
+    model = tiny_qwen2(hidden=64, layers=2)
+    model.config.max_position_embeddings = 256
+    info = {}
+    with torch.no_grad():
+        a = policy_token_stats(model, ids, attn, resp, p, packing="off")["logprobs"]
+        b = policy_token_stats(model, ids, attn, resp, p, packing="varlen", info=info)["logprobs"]
+    assert info["mode"] == "varlen" and info["slots"] == int(attn.sum()) - int((resp.sum(-1) > 0).sum())
+    assert float((((a - b) * resp).abs() / (1 + a.abs())).max()) <= 1e-5
+
+
+def test_auto_packing_runs_padded_when_there_is_little_padding():
+    ids, attn, resp, p = _wide_batch()
+    model = tiny_qwen2(hidden=64, layers=2)
+    model.config.max_position_embeddings = 256
+    wide, full = {}, {}
+    with torch.no_grad():
+        policy_token_stats(model, ids, attn, resp, p, packing="auto", info=wide)
+        same = torch.ones_like(attn)
+        policy_token_stats(model, ids, same, torch.ones_like(resp), p, packing="auto", info=full)
+    assert wide["mode"] == "block_mask" and wide["slots"] < 0.5 * ids.shape[0] * (ids.shape[1] - 1)
+    assert full["mode"] == "off"
+    with pytest.raises(ValueError, match="block_mask"):
+        policy_token_stats(model, ids, attn, resp, p, packing="bogus")

@@ -26,6 +26,15 @@ def test_two_steps_write_metrics_config_and_loadable_checkpoint(tmp_path):
     for key in ("reward/mean", "actor/entropy", "cov/mean", "loss/pg", "optim/grad_norm", "perf/gen_tokens_per_s"):
         assert key in rows[1], key
     assert "val/arith/avg@2" in rows[0] and "val/arith/avg@2" in rows[2]
+    # per-stage timings (verl's names): the stages and `other` add up to the step, val and checkpoint included
+    for row in rows[1:]:
+        stages = {k: v for k, v in row.items() if k.startswith("timing_s/") and k != "timing_s/step"}
+        assert {"timing_s/gen", "timing_s/reward", "timing_s/update_actor", "timing_s/other"} <= set(stages)
+        assert all(v >= 0 for v in stages.values())
+        assert sum(stages.values()) == pytest.approx(row["timing_s/step"], rel=1e-9)
+        assert row["perf/tokens_per_s/gen"] > 0 and row["perf/tokens_per_s/update_actor"] > 0
+    assert "timing_s/val" not in rows[1] and "timing_s/checkpoint" not in rows[1]
+    assert rows[2]["timing_s/val"] > 0 and rows[2]["timing_s/checkpoint"] > 0
     assert (tmp_path / "resolved_config.yaml").read_text().count("group_size: 4") == 1
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "checkpoints" / "step_000002" / "hf")
     assert sum(p.numel() for p in model.parameters()) > 100_000
