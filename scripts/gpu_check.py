@@ -14,7 +14,13 @@
    every update, sleep/wake around it): checks the engine/trainer log-prob mismatch stays small
    (bf16 kernels differ: mean |Δ log p| < 0.05) after the pushes;
 4. reloads each run's HF export and compares it with the trained weights;
-5. prints peak GPU memory and sampling / training tokens per second per run, and writes JSON.
+5. prints peak GPU memory and sampling / training tokens per second per run, and writes JSON;
+6. padding-free forwards (``algo.use_remove_padding``): on a batch of 16 rows with responses of 1 to
+   1,024 tokens, per-token log-probs / entropy of the packed forward vs the padded one, with
+   ``flash_attention_2`` in bf16 (varlen: rows delimited by restarting position_ids) where flash-attn
+   is installed, else ``sdpa`` with the block-diagonal mask; tolerance: mean |Δ log p| ≤ 1e-2 and
+   max ≤ 0.25 in bf16 (different kernels round differently), 1e-4 in fp32 (the CPU smoke); both
+   forwards + backwards timed.
 
 Each run is its own process (DeepSpeed keeps global state). The GPU machine needs this package's
 dependencies: ``scripts/gpu_wheels.sh`` (run on the CPU machine) puts the ones a bare PyTorch image
@@ -137,6 +143,58 @@ def worker(model_dir: Path, trainer: str, steps: int, quick: bool, out_json: Pat
     out_json.write_text(json.dumps(result, indent=2))
 
 
+def packing_check(model_dir: Path, out_json: Path, smoke: bool) -> None:
+    """Packed vs padded token statistics and gradients' cost on one wide-length batch (step 6)."""
+    import importlib.util
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from rlvr_cli.rollout.logprobs import policy_token_stats
+
+    gpu = torch.cuda.is_available() and not smoke
+    dev = torch.device("cuda" if gpu else "cpu")
+    dtype = torch.bfloat16 if gpu else torch.float32
+    attn = "flash_attention_2" if gpu and importlib.util.find_spec("flash_attn") else "sdpa"
+    mode = "varlen" if attn == "flash_attention_2" else "block_mask"
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation=attn).to(dev).train()
+    n, p, t = (16, 64, 1024) if gpu else (6, 8, 120)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(10, min(model.config.vocab_size, 1000), (n, p + t), generator=g)
+    att, resp = torch.ones(n, p + t, dtype=torch.long), torch.zeros(n, t)
+    for i in range(n):
+        rl, pl = 1 + (i * 997) % t, p // 2 + i % (p // 2)  # spread over 1..t, prompts of p/2..p
+        att[i, : p - pl], att[i, p + rl:], resp[i, :rl] = 0, 0, 1
+    ids, att, resp = ids.to(dev), att.to(dev), resp.to(dev)
+    res: dict = {"attn_implementation": attn, "packing": mode, "dtype": str(dtype), "rows": n,
+                 "valid_frac": float(resp.sum() / resp.numel())}
+    out = {}
+    for name in ("off", mode):
+        times = []
+        for _ in range(3):
+            model.zero_grad(set_to_none=True)
+            if gpu:
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=gpu):
+                st = policy_token_stats(model, ids, att, resp, p, 1.0, ("logprobs", "entropy"), ("logprobs",), packing=name)
+            (st["logprobs"] * resp).sum().backward()
+            if gpu:
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+        out[name] = {k: v.detach().float() for k, v in st.items()}
+        res[f"{name}_fwd_bwd_s"] = sorted(times)[1]
+    valid = resp.bool()
+    d = (out["off"]["logprobs"] - out[mode]["logprobs"]).abs()[valid]
+    res.update(logprob_abs_diff_mean=float(d.mean()), logprob_abs_diff_max=float(d.max()),
+               entropy_abs_diff_max=float((out["off"]["entropy"] - out[mode]["entropy"]).abs()[valid].max()),
+               speedup=res["off_fwd_bwd_s"] / res[f"{mode}_fwd_bwd_s"])
+    mean_tol, max_tol = (1e-2, 0.25) if dtype == torch.bfloat16 else (1e-4, 1e-4)
+    res["ok"] = res["logprob_abs_diff_mean"] <= mean_tol and res["logprob_abs_diff_max"] <= max_tol
+    res["trainer"] = "packing"
+    out_json.write_text(json.dumps(res, indent=2))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="gpu_check.json")
@@ -148,6 +206,9 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(args.work)
     model_dir = REPO / "rlvr_cli" / "assets" / "tiny_arith" if args.cpu_smoke else work / "qwen2-0.5b-random"
+    if args.worker and args.worker[0] == "packing":
+        packing_check(model_dir, Path(args.worker[1]), args.cpu_smoke)
+        return
     if args.worker:
         trainer, out = args.worker
         worker(model_dir, trainer, args.steps if trainer.endswith("single") else 2, args.quick, Path(out), args.cpu_smoke)
@@ -168,7 +229,7 @@ def main() -> None:
     vllm = ["vllm-single"] + ([] if args.cpu_smoke else ["vllm-zero3"]) if importlib.util.find_spec("vllm") else []
     if not vllm:
         print("vllm is not installed: the rollout.engine=vllm runs are skipped", flush=True)
-    for port, trainer in enumerate((["single"] if args.cpu_smoke else ["single", "zero2", "zero3"]) + vllm):
+    for port, trainer in enumerate((["single"] if args.cpu_smoke else ["single", "zero2", "zero3"]) + vllm + ["packing"]):
         out = work / f"{trainer}.json"
         out.unlink(missing_ok=True)
         run_env = {**env, "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
@@ -188,6 +249,10 @@ def main() -> None:
                   f"{r['gen_tokens_per_s']:10.0f} {r['train_tokens_per_s']:11.0f} {r['weights_moved_frac']:6.2f} "
                   f"{r['checkpointed_layer_calls']:5d}"
                   + (f"  |Δlogp| {r['logprob_abs_diff_mean']:.2e}, sync {r['weight_sync_s']:.2f} s" if "engine" in r else ""))
+        elif r["trainer"] == "packing" and "speedup" in r:
+            print(f"packing  {'yes' if r['ok'] else 'NO':>3} {r['attn_implementation']} {r['packing']}: |Δlogp| mean "
+                  f"{r['logprob_abs_diff_mean']:.2e} max {r['logprob_abs_diff_max']:.2e}; fwd+bwd padded "
+                  f"{r['off_fwd_bwd_s']:.3f} s, packed {r[r['packing'] + '_fwd_bwd_s']:.3f} s ({r['speedup']:.2f}x)")
         else:
             print(f"{r['trainer']:8}  NO (exit {r['rc']})")
     results["ok"] = all(r.get("ok") for r in results["runs"])

@@ -93,7 +93,9 @@ def test_gpu_check_script_runs_in_its_cpu_smoke_mode(tmp_path):
                        timeout=900)
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
     result = json.loads(out.read_text())
-    run, *engine = result["runs"]
+    run, *engine, packing = result["runs"]
+    # padding-free forwards: packed vs padded token log-probs (sdpa + block mask on the CPU, fp32)
+    assert packing["trainer"] == "packing" and packing["ok"] and packing["logprob_abs_diff_max"] < 1e-4
     assert run["ok"] and run["checkpointed_layer_calls"] > 0 and run["export_max_abs_diff"] < 1e-2
     import importlib.util
 

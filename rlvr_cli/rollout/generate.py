@@ -103,7 +103,9 @@ def generate_rollouts(
     was_training = model.training
     model.eval()
     chunks = []
-    with plain_generation_config(model):
+    # inference mode (no version counters, no autograd bookkeeping: ~15% faster sampling of the tiny
+    # model on CPU); only the token ids leave it, copied into ordinary tensors below
+    with plain_generation_config(model), torch.inference_mode():
         for start in range(0, n, batch_size):
             out = model.generate(
                 input_ids=prompt_ids[start : start + batch_size].to(device),

@@ -144,7 +144,8 @@ class VLLMEngine:
         self.sleep_enabled = bool(self.cfg.get("sleep", True)) and device.type == "cuda"
         self.sleeping = False
         self.synced_version: int | None = None
-        self.sync_s = 0.0
+        self.sync_s = 0.0  # seconds of the last push
+        self.sync_s_total = 0.0  # of every push so far (the loop books each step's share as timing_s/weight_sync)
         self.folder = tempfile.mkdtemp(prefix="rlvr_vllm_")
         model.config.save_pretrained(self.folder)  # config only: the weights come from the trainer
         tokenizer.save_pretrained(self.folder)
@@ -192,6 +193,7 @@ class VLLMEngine:
         self.llm.reset_prefix_cache()
         self.synced_version = self.weights_version()
         self.sync_s = time.perf_counter() - t0
+        self.sync_s_total += self.sync_s
         return self.sync_s
 
     def _ready(self) -> None:
