@@ -204,8 +204,9 @@ class GRPOTrainer:
             if not reuse:
                 batch.token.update(self.score(batch))
                 metrics.update(self._dynamics(batch))
-            with self.timer.stage("old_log_prob"):
-                metrics.update(self._rollout_correction(batch))
+            if "rollout_logprobs" in batch.token:
+                with self.timer.stage("old_log_prob"):
+                    metrics.update(self._rollout_correction(batch))
             # 6. method: batch-scope statistics (quantiles, top-k, anchors) over the whole train batch
             with self.timer.stage("method"):
                 metrics.update({f"method/{self.method.name}/{k}": v for k, v in self.method.prepare(batch, self._ctx(step)).items()})
