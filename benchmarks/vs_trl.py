@@ -5,9 +5,10 @@
     .venv/bin/python benchmarks/vs_trl.py --quick   # 1 round of 4 steps (a smoke run)
 
 The work, for all three: the shipped ``tiny_arith`` policy, 8 prompts x 8 samples per step from the
-arithmetic task (the same rendered prompts), 64 new tokens at T = 1, top-p 1, no top-k, the same
+arithmetic task (the same rendered prompts in the same order: rlvr's own seeded sampler), 64 new tokens at T = 1, top-p 1, no top-k, the same
 grader, zero-variance groups kept, one on-policy AdamW update per step (lr 3e-4), no KL (beta 0), no
-validation, no checkpoint, 2 torch threads. Each contestant runs in its own process; rounds are
+validation, no checkpoint, no gradient checkpointing, 2 torch threads. The figures mean something only on an
+otherwise idle machine: the JSON records the load average before and after. Each contestant runs in its own process; rounds are
 interleaved (rlvr, TRL, bare, rlvr, ...). A contestant's figure is the median over its steps 2..N
 (step 1 warms up), and the table gives the median over rounds, the ratios, and rlvr's stage split
 (medians of its ``timing_s/*``).
@@ -15,7 +16,7 @@ interleaved (rlvr, TRL, bare, rlvr, ...). A contestant's figure is the median ov
 - ``rlvr``: ``rlvr train`` itself, timed from its own ``timing_s/step``;
 - ``trl``: ``trl.GRPOTrainer`` (``num_generations=8``, 64 completions per step, ``num_iterations=1``),
   timed between ``on_step_begin`` and ``on_step_end``;
-- ``bare``: HF ``generate`` -> one train-mode forward of prompt + response -> token log-probs ->
+- ``bare``: HF ``generate`` (through rlvr's ``generate_rollouts``) -> one train-mode forward of prompt + response -> token log-probs ->
   advantage-weighted token-mean loss -> backward -> AdamW, nothing else.
 """
 from __future__ import annotations
@@ -25,6 +26,7 @@ import importlib.util
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -53,13 +55,14 @@ def rlvr_figures(rows: list[dict]) -> dict:
     return {"s_per_step": median_after_warmup(steps), "steps": steps, "split": {k: v for k, v in split.items() if v > 0}}
 
 
-def prompts_and_grader():
-    """The arithmetic task's rendered prompts and answers, and rlvr's grader, as rlvr builds them."""
+def prompts_and_grader(steps: int):
+    """The prompts of each of ``steps`` steps in the order ``rlvr train`` draws them (its seeded
+    ``PromptSampler``), flattened, and rlvr's grader and tokenizer, as rlvr builds them."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
     from rlvr_cli.cli import CONF_DIR
-    from rlvr_cli.data.datasets import load_prompts
+    from rlvr_cli.data.datasets import PromptSampler, load_prompts
     from rlvr_cli.models import load_tokenizer
     from rlvr_cli.rewards import build_grader
 
@@ -68,7 +71,9 @@ def prompts_and_grader():
     c = lambda n: OmegaConf.to_container(n, resolve=True)  # noqa: E731
     tok = load_tokenizer(c(cfg.model))
     prompts, _ = load_prompts(c(cfg.data), tok, "train")
-    return prompts, build_grader(c(cfg.reward)), tok
+    sampler = PromptSampler(prompts, cfg.seed)
+    ordered = [p for _ in range(steps) for p in sampler.next_batch(PROMPTS)]
+    return ordered, build_grader(c(cfg.reward)), tok
 
 
 # ------------------------------------------------------------------------------------------ workers
@@ -80,8 +85,11 @@ def run_rlvr(steps: int, out: Path) -> dict:
            f"algo.micro_batch_size={PROMPTS * GROUP}", f"trainer.max_steps={steps}", "val.every=0", "val.at_start=false",
            "trainer.save_every=0", "trainer.resume=never", "trainer.progress=false", f"optim.lr={LR}",
            "optim.warmup_steps=0", "trainer.num_threads=2"]
-    subprocess.run(cmd, check=True, cwd=REPO, stdout=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    try:
+        subprocess.run(cmd, check=True, cwd=REPO, stdout=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    finally:
+        shutil.rmtree(run, ignore_errors=True)
     fig = rlvr_figures(rows)
     out.write_text(json.dumps(fig))
     return fig
@@ -95,7 +103,7 @@ def worker_trl(steps: int, out: Path) -> None:
 
     torch.set_num_threads(2)
     torch.manual_seed(0)
-    prompts, grader, tok = prompts_and_grader()
+    prompts, grader, tok = prompts_and_grader(steps)
     data = Dataset.from_dict({"prompt": [p.text for p in prompts], "answer": [p.answer for p in prompts]})
 
     def accuracy(prompts, completions, answer, **kw):
@@ -116,6 +124,7 @@ def worker_trl(steps: int, out: Path) -> None:
         max_completion_length=NEW_TOKENS, temperature=1.0, top_p=1.0, top_k=0, beta=0.0, learning_rate=LR,
         lr_scheduler_type="constant", warmup_steps=0, max_steps=steps, logging_steps=1, report_to="none",
         save_strategy="no", use_cpu=True, bf16=False, disable_dropout=True, dataloader_num_workers=0, seed=0,
+        shuffle_dataset=False, gradient_checkpointing=False,  # rlvr's prompt order; no recomputation, as rlvr
     )
     model = AutoModelForCausalLM.from_pretrained(MODEL, dtype=torch.float32)
     trainer = GRPOTrainer(model=model, reward_funcs=accuracy, args=args, train_dataset=data, processing_class=tok,
@@ -131,10 +140,11 @@ def worker_bare(steps: int, out: Path) -> None:
 
     from rlvr_cli.advantages import grpo_advantages
     from rlvr_cli.rollout import generate_rollouts
+    from rlvr_cli.rollout.logprobs import position_ids_from_mask
 
     torch.set_num_threads(2)
     torch.manual_seed(0)
-    prompts, grader, tok = prompts_and_grader()
+    prompts, grader, tok = prompts_and_grader(steps)
     model = AutoModelForCausalLM.from_pretrained(MODEL, dtype=torch.float32)
     opt = torch.optim.AdamW(model.parameters(), lr=LR)
     times = []
@@ -145,7 +155,8 @@ def worker_bare(steps: int, out: Path) -> None:
         scores = torch.tensor([g.score for g in grader.grade(ro.texts, [batch[i].answer for i in ro.group_ids.tolist()])])
         adv = grpo_advantages(scores, ro.group_ids)
         model.train()
-        logits = model(input_ids=ro.input_ids, attention_mask=ro.attention_mask).logits[:, ro.prompt_len - 1: -1]
+        logits = model(input_ids=ro.input_ids, attention_mask=ro.attention_mask,  # positions as sampled
+                       position_ids=position_ids_from_mask(ro.attention_mask)).logits[:, ro.prompt_len - 1: -1]
         lp = torch.log_softmax(logits.float(), -1).gather(-1, ro.responses[..., None]).squeeze(-1)
         mask = ro.response_mask.float()
         loss = -(torch.exp(lp - lp.detach()) * adv[:, None] * mask).sum() / mask.sum()
@@ -162,21 +173,30 @@ def contestant(name: str, steps: int) -> dict | None:
     if name == "trl" and importlib.util.find_spec("trl") is None:
         return None
     out = Path(tempfile.mkstemp(suffix=".json")[1])
-    if name == "rlvr":
-        return run_rlvr(steps, out)
-    subprocess.run([sys.executable, __file__, "--worker", name, "--steps", str(steps), "--out", str(out)], check=True,
-                   cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)},
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return json.loads(out.read_text())
+    try:
+        if name == "rlvr":
+            return run_rlvr(steps, out)
+        subprocess.run([sys.executable, __file__, "--worker", name, "--steps", str(steps), "--out", str(out)],
+                       check=True, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)},
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        return json.loads(out.read_text())
+    except subprocess.CalledProcessError as e:  # one line, and the other contestants still run
+        last = (e.stderr or "").strip().splitlines()[-1:] or ["(no output)"]
+        print(f"{name}: failed (exit {e.returncode}): {last[0][:200]}", flush=True)
+        return None
+    finally:
+        out.unlink(missing_ok=True)
 
 
 def summarize(rounds: dict[str, list[dict]]) -> dict:
     """Median over rounds of each contestant's s/step, the ratios, rlvr's median stage split."""
     s = {k: statistics.median(r["s_per_step"] for r in v) for k, v in rounds.items() if v}
     out: dict = {"s_per_step": s}
-    if "trl" in s:
-        out["rlvr_over_trl"] = s["rlvr"] / s["trl"]
-    out["rlvr_over_bare"] = s["rlvr"] / s["bare"]
+    if "rlvr" not in s:
+        return {**out, "rlvr_split": {}}
+    for other in ("trl", "bare"):
+        if other in s:
+            out[f"rlvr_over_{other}"] = s["rlvr"] / s[other]
     stages = sorted({k for r in rounds["rlvr"] for k in r.get("split", {})}, key=STAGES.index)
     out["rlvr_split"] = {k: statistics.median(r["split"].get(k, 0.0) for r in rounds["rlvr"]) for k in stages}
     return out
@@ -198,6 +218,7 @@ def main() -> None:
     names = ["rlvr", "trl", "bare"]
     if importlib.util.find_spec("trl") is None:
         print("trl is not installed (pip install -e '.[bench]'): TRL's column is skipped")
+    load_before = os.getloadavg()
     rounds: dict[str, list[dict]] = {n: [] for n in names}
     for r in range(rounds_n):
         for name in names:
@@ -211,16 +232,27 @@ def main() -> None:
         print(f"  {name:5} {v:.3f} s/step")
     if "rlvr_over_trl" in res:
         print(f"  rlvr / TRL  {res['rlvr_over_trl']:.2f}  (rlvr {1 / res['rlvr_over_trl']:.2f}x faster)")
-    print(f"  rlvr / bare {res['rlvr_over_bare']:.2f}")
+    if "rlvr_over_bare" in res:
+        print(f"  rlvr / bare {res['rlvr_over_bare']:.2f}")
+    load_after = os.getloadavg()
+    print(f"  load average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f} "
+          f"(the contestants use 2 threads: figures from a busy machine are not comparable)")
     total = sum(res["rlvr_split"].values()) or 1.0
     print("  rlvr's step: " + " · ".join(f"{k} {v:.3f} s ({v / total:.0%})" for k, v in res["rlvr_split"].items()))
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        import torch
+        from importlib.metadata import PackageNotFoundError, version
+
+        def ver(pkg: str) -> str | None:
+            try:
+                return version(pkg)
+            except PackageNotFoundError:
+                return None
 
         Path(a.json).write_text(json.dumps({
             "date": date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-            "torch": torch.__version__, "rounds": rounds, **res}, indent=2))
+            "versions": {p: ver(p) for p in ("torch", "transformers", "trl")},
+            "load_average_1min": {"before": load_before[0], "after": load_after[0]}, "rounds": rounds, **res}, indent=2))
         print(f"wrote {a.json}")
 
 
