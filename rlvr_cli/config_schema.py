@@ -31,8 +31,8 @@ EXTRAPOLATE_RESAMPLE = ("coupled", "independent")
 WANDB_MODES = ("offline", "online", "disabled", "shared", "dryrun", "run")
 RESUME_WORDS = ("auto", "never", "none")
 ENGINES = ("hf", "vllm", "auto")  # rollout.engines.ENGINES
-EXTRACT_MODES = ("auto", "gsm8k", "boxed", "boxed_all", "answer_line", "hash", "answer_is", "a_line", "last_math",
-                 "last_number")  # rewards.extract.VALID_MODES
+EXTRACT_MODES = ("auto", "strict", "gsm8k", "boxed", "boxed_all", "answer_line", "hash", "answer_is", "a_line",
+                 "final_statement", "last_math", "last_number")  # rewards.extract.VALID_MODES
 VERIFIERS = ("math", "countdown")  # rewards.VERIFIERS
 SYNTHETIC_TASKS = ("arith", "countdown")  # data.synthetic.SYNTHETIC_TASKS
 IS_MODES = ("off", "token_truncate", "token_mask", "sequence_truncate", "sequence_mask")  # rollout.correction.MODES

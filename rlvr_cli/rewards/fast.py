@@ -1,8 +1,8 @@
 """Normalisation and the fast path of the grader: cheap, exact decisions in the calling process.
 
 ``fast_compare`` decides identical text, multiple-choice letters, plain numbers (``42``, ``1,000``,
-``-0.5``, ``3/4``, ``\\frac{3}{4}``, ``1 1/2``, ``025``, ``30^\\circ``, ``50\\%``, ``5 \\text{ cm}^2``,
-``five``), clock times (``8:34 p.m.`` = ``20:34:00``) and the "no solution" phrases.  A GRPO step
+``-0.5``, ``3/4``, ``\\frac{3}{4}``, ``1 1/2``, ``025``, ``1.25 \\times 10^{-2}``, ``30^\\circ``, ``50\\%``,
+``5 \\text{ cm}^2``, ``five``), clock times (``8:34 p.m.`` = ``20:34:00``) and the "no solution" phrases.  A GRPO step
 grades ~128 responses and most gold answers are integers, so this settles most of a batch in
 microseconds with no sympy involved.  Anything else returns ``None`` and goes to math-verify
 (``symbolic.py``) in a worker process.  Nothing here evaluates model text.
@@ -32,6 +32,7 @@ _SPELLINGS: tuple[tuple[str, str], ...] = (
     ("·", r"\cdot "), ("≤", r"\le "), ("≥", r"\ge "), ("°", r"^\circ "),
     (r"\varnothing", r"\emptyset"), (r"\dfrac", r"\frac"), (r"\tfrac", r"\frac"),
     ("{,}", ","), (r"\mathrm{i}", "i"),  # the upright i is the imaginary unit (ISO 80000-2)
+    ("≈", r"\approx "),
 )
 # ``11,\! 111,\! 100``: a comma followed by a negative thin space is a digit-group separator (TeX
 # spaces in math mode are not spaces), so the blank after it goes too; any other ``\!`` is dropped.
@@ -43,6 +44,8 @@ _BOX_COMMANDS = (r"\boxed", r"\fbox")
 _TEXT_COMMANDS = (r"\text", r"\textrm", r"\textbf", r"\mbox", r"\mathrm", r"\mathbf")
 PERCENT = re.compile(r"\s*(?:\\%|%|\\text\{\s*percent\s*\}|percent)$")
 MATH_DOLLAR = re.compile(r"(?<!\\)\$")  # a "$" that is a math delimiter, not "\$"
+# "\approx 31.416": an answer stated as an approximation is the value it states.
+_LEADING_APPROX = re.compile(r"^\\(?:approx|simeq)(?![A-Za-z])\s*")
 
 
 def canonical(answer: str) -> str:
@@ -54,7 +57,9 @@ def canonical(answer: str) -> str:
     text = _THIN_SPACE.sub(_thin_space_to_blank, text).strip()
     text = _strip_math_delimiters(text)
     text = _unwrap_command(text, _BOX_COMMANDS)
-    return text.rstrip(".").strip()
+    text = _LEADING_APPROX.sub("", text, count=1)
+    # a trailing backslash (``42\\``, a stray TeX line break) is no part of any value
+    return text.rstrip(".").rstrip("\\").strip()
 
 
 def _thin_space_to_blank(match: re.Match[str]) -> str:
@@ -94,6 +99,9 @@ def _unwrap_command(text: str, commands: Sequence[str]) -> str:
 # patterns below from going quadratic on a huge answer in the calling process.
 _MAX_NUMBER_CHARS = 100
 _VARIABLE_ASSIGNMENT = re.compile(r"^[A-Za-z]\s*=\s*")  # "x = 5"
+# "x \approx 31.416": a stated approximation is the value it states (a decimal is then compared within
+# rel_tol, as any decimal is; ``canonical`` drops a leading "\approx").
+_APPROXIMATELY = re.compile(r"^[A-Za-z]\s*\\(?:approx|simeq)(?![A-Za-z])\s*")
 _CURRENCY = re.compile(r"^\\?\$\s*")  # "\$5"
 # ``^\circ``, ``^{\circ}``, ``\degree``: a degree sign anywhere (``DEGREE_MARK``) or at the end.
 DEGREE_MARK = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\degree(?![A-Za-z])")
@@ -116,6 +124,11 @@ _NOT_UNITS = frozenset({
 
 _DECIMAL = re.compile(r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[+-]?\.\d+")
 _SLASH_FRACTION = re.compile(r"([+-]?\d+)/([+-]?\d+)")
+# Scientific notation, blanks removed: "1.25\times10^{-2}", "6.02\cdot10^{23}", "1.25e-2", "3E8".
+_SCIENTIFIC = re.compile(
+    r"([+-]?(?:\d+(?:\.\d*)?|\.\d+))(?:[eE]([+-]?\d+)|(?:\\times|\\cdot|\*)10\^(?:\{([+-]?\d+)\}|(\d)))"
+)
+_MAX_EXPONENT = 400  # 10^400 is still cheap as a Fraction; beyond, math-verify (under its deadline) decides
 _TEX_FRACTION = re.compile(r"([+-]?)\\frac\{([+-]?\d+)\}\{([+-]?\d+)\}")
 _TEX_FRACTION_SHORT = re.compile(r"([+-]?)\\frac(\d)(\d)")  # \frac12
 # "1 1/2", "2\frac{3}{4}", "-1 \frac12": a whole number and a proper fraction.
@@ -205,6 +218,7 @@ def as_number(text: str) -> _Number | None:
     if len(text) > _MAX_NUMBER_CHARS:
         return None
     text = _VARIABLE_ASSIGNMENT.sub("", text, count=1)
+    text = _APPROXIMATELY.sub("", text, count=1)
     text = _unwrap_command(text, _TEXT_COMMANDS)
     text = _CURRENCY.sub("", text)
     percent = PERCENT.search(text) is not None
@@ -289,6 +303,10 @@ def _parse_rational(text: str) -> Fraction | None:
         match = _SLASH_FRACTION.fullmatch(text)
         if match:
             return _ratio("", match.group(1), match.group(2))
+        match = _SCIENTIFIC.fullmatch(text)
+        if match:
+            exponent = int(next(g for g in match.groups()[1:] if g is not None))
+            return Fraction(match.group(1)) * Fraction(10) ** exponent if abs(exponent) <= _MAX_EXPONENT else None
         match = _TEX_FRACTION.fullmatch(text) or _TEX_FRACTION_SHORT.fullmatch(text)
         if match:
             return _ratio(*match.groups())

@@ -5,7 +5,9 @@ lists the terms, ``reward.weights`` their weights (default 1.0 each), ``reward.f
 function.  A term is one of
 
 * ``accuracy``: the verifier, 1.0 if the extracted answer equals the gold answer, else 0.0;
-* ``format``: 1.0 if an answer was found in the expected form (``reward.extract``), else 0.0;
+* ``format``: 1.0 if an answer was found in the expected form (``reward.extract``), else 0.0; an
+  answer read from prose by a free-text fallback (``final_statement``, ``last_math``, ``last_number``)
+  is accurate but not formatted, unless the fallbacks are all ``reward.extract`` names;
 * ``overlong``: DAPO's soft overlong punishment (Yu et al. 2025, eq. 13, as verl's
   ``overlong_buffer``): 0 up to ``L_max - L_cache`` tokens, then falling linearly to
   ``-overlong_penalty_factor`` at ``L_max`` (``L_max = rollout.max_new_tokens``,
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from rlvr_cli.errors import UserError
+from rlvr_cli.rewards.extract import extract_answer, format_modes
 
 BUILTINS = ("accuracy", "format", "overlong")
 
@@ -116,7 +119,8 @@ def build_rewards(cfg: dict[str, Any], max_new_tokens: int) -> list[RewardTerm]:
         if spec == "accuracy":
             fn = lambda x: [g.score for g in x.grades]  # noqa: E731
         elif spec == "format":
-            fn = lambda x: [0.0 if g.status == "no_answer" else 1.0 for g in x.grades]  # noqa: E731
+            fn = lambda x, m=format_modes(cfg.get("extract", "auto")): [  # noqa: E731
+                0.0 if extract_answer(c, m) is None else 1.0 for c in x.completions]
         elif spec == "overlong":
             buffer_len, factor = int(cfg.get("overlong_buffer_len") or 0), float(cfg.get("overlong_penalty_factor", 1.0))
             if not 0 < buffer_len <= max_new_tokens:

@@ -19,7 +19,12 @@ import re
 import sympy
 from math_verify import LatexExtractionConfig, parse, verify
 
-from rlvr_cli.rewards.fast import DEFAULT_REL_TOL, DEGREE_MARK, MATH_DOLLAR, PERCENT, canonical, is_decimal_number
+from rlvr_cli.rewards.fast import (
+    DEFAULT_REL_TOL, DEGREE_MARK, MATH_DOLLAR, PERCENT, canonical, fast_compare, is_decimal_number,
+)
+from rlvr_cli.rewards.structured import (
+    INEQUALITY_SIGN, RELATION_SIGN, matrices_equal, relations_equivalent, solution_list, solutions_equal,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +53,7 @@ _SIMPLE_LHS = re.compile(
 _RELATION = re.compile(r"\s*(<=|>=|<|>|\\leq?slant(?![A-Za-z])|\\leq?(?![A-Za-z])|\\geq?slant(?![A-Za-z])"
                        r"|\\geq?(?![A-Za-z])|\\lt(?![A-Za-z])|\\gt(?![A-Za-z]))\s*")
 _VARIABLE = re.compile(r"[A-Za-z]")
+_TRIG = re.compile(r"\\(?:sin|cos|tan|cot|sec|csc)(?![A-Za-z])")
 _MATRIX = re.compile(r"^\\begin\{([pbvB]?matrix)\}(.*)\\end\{\1\}$", re.DOTALL)
 
 
@@ -133,6 +139,8 @@ def rewrite_pair(pred: str, gold: str) -> tuple[str, str]:
 
     * equation left-hand sides that only name the answer (``y =`` vs ``f(x) =``) are dropped;
     * a one-variable inequality becomes its interval (``x \\ge 5`` -> ``[5,\\infty)``);
+    * degrees inside a trigonometric function are radians to sympy, so they are converted
+      (``\\cos(90^\\circ - x)`` -> ``\\cos(90\\cdot\\frac{\\pi}{180} - x)``);
     * degrees meet radians: with a degree sign on one side only and ``\\pi`` on the other, the
       degrees are converted (``30^\\circ`` vs ``\\frac{\\pi}{6}``);
     * a vector meets a tuple: a one-row/one-column matrix against a parenthesised list is
@@ -140,6 +148,7 @@ def rewrite_pair(pred: str, gold: str) -> tuple[str, str]:
     """
     pred, gold = strip_simple_lhs(pred), strip_simple_lhs(gold)
     pred, gold = inequality_to_interval(pred), inequality_to_interval(gold)
+    pred, gold = (degrees_to_radians(x) if _TRIG.search(x) else x for x in (pred, gold))
     pred_deg, gold_deg = bool(DEGREE_MARK.search(pred)), bool(DEGREE_MARK.search(gold))
     if pred_deg != gold_deg:
         if pred_deg and r"\pi" in gold:
@@ -181,19 +190,42 @@ def symbolic_status(pred: str, gold: str, rel_tol: float = DEFAULT_REL_TOL) -> s
     """Compare in this process: ``"correct"``, ``"wrong"`` or ``"parse_error"``.
 
     No timeout protection: call it from a process that may be killed (the worker pool).  Steps:
-    :func:`rewrite_pair`; math-verify's ``parse`` + ``verify``; then, where math-verify has no rule:
+
+    * two **lists of solutions** (``a=1,b=2;a=3,b=4``) are compared solution by solution, and that
+      decides (``structured.py``);
+    * two **relations** equivalent by normal form (``y = 2x - 1`` vs ``2x - y - 1 = 0``) or, in one
+      variable, by solution set (``-2y < 4`` vs ``(-2, \\infty)``) are correct (``structured.py``);
+    * :func:`rewrite_pair`; math-verify's ``parse`` + ``verify``; then, where math-verify has no rule:
 
     * **a decimal against an exact value** (``1.7320508075688772`` vs ``\\sqrt{3}``): decided by
       the relative difference alone (``rel_tol``), in both directions, so ``1.732`` is not
       ``\\sqrt{3}`` even though math-verify's 6-place rounding would say it is;
+    * **matrices** against nested or flat lists, cell by cell (``structured.py``);
     * **complex numbers**: when ``i`` is the only symbol, it is read as the imaginary unit and the
       difference simplified (``i(2-i)`` = ``1+2i``, ``\\sqrt{-4}`` = ``2i``, ``e^{i\\pi}`` = ``-1``).
 
     An exception while parsing, or nothing parseable in either answer, is a ``parse_error``; an
     exception inside a single comparison is treated by math-verify as "not equal".
     """
-    pred_text, gold_text = rewrite_pair(_math_verify_text(pred), _math_verify_text(gold))
+    pred_clean, gold_clean = _math_verify_text(pred), _math_verify_text(gold)
+
+    def equal(a: str, b: str) -> bool:  # a part of a structured answer, compared as a whole answer is
+        fast = fast_compare(a, b, rel_tol)
+        return fast if fast is not None else symbolic_status(a, b, rel_tol) == "correct"
+
+    pred_solutions, gold_solutions = solution_list(pred_clean), solution_list(gold_clean)
+    if pred_solutions is not None and gold_solutions is not None:
+        return "correct" if solutions_equal(pred_solutions, gold_solutions, equal) else "wrong"
+    pred_text, gold_text = rewrite_pair(pred_clean, gold_clean)
     try:
+        # two relations, or an inequality against anything (an interval): an equation against a
+        # value (``y = 2x`` vs ``2x``) is left to the rewrites, without two more parses
+        if (RELATION_SIGN.search(pred_clean) and RELATION_SIGN.search(gold_clean)) or any(
+                INEQUALITY_SIGN.search(text) for text in (pred_clean, gold_clean)):
+            pred_relation = _parse(_prediction_document(pred_clean))
+            gold_relation = _parse(_gold_document(gold_clean))
+            if pred_relation and gold_relation and relations_equivalent(pred_relation[0], gold_relation[0]):
+                return "correct"
         gold_parsed = _parse(_gold_document(gold_text))
         pred_parsed = _parse(_prediction_document(pred_text))
         if not gold_parsed or not pred_parsed:
@@ -204,7 +236,8 @@ def symbolic_status(pred: str, gold: str, rel_tol: float = DEFAULT_REL_TOL) -> s
         # Argument order matters: verify(gold, target).
         same = verify(gold_parsed, pred_parsed, timeout_seconds=None)
         if not same:
-            same = _complex_equal(pred_parsed[0], gold_parsed[0])
+            matrix = matrices_equal(pred_clean, gold_clean, equal)
+            same = matrix if matrix is not None else _complex_equal(pred_parsed[0], gold_parsed[0])
     except Exception:  # noqa: BLE001 - any failure inside sympy is a grading failure, not a crash
         log.debug("math-verify failed on %r vs %r", pred, gold, exc_info=True)
         return "parse_error"

@@ -149,7 +149,7 @@ def test_every_answer_form_extracts(mode: str, text: str, expected: str) -> None
     assert extract_answer(text, mode=mode) == expected
 
 
-@pytest.mark.parametrize("mode", ["hash", "a_line", "answer_is", "last_math", "last_number"])
+@pytest.mark.parametrize("mode", ["hash", "a_line", "answer_is", "final_statement", "last_math", "last_number"])
 def test_forms_absent_give_no_answer(mode: str) -> None:
     assert extract_answer("nothing to see", mode=mode) is None
 
@@ -163,9 +163,12 @@ def test_gsm8k_preset_reads_every_gsm8k_form() -> None:
         assert extract_answer(f"Janet's ducks lay 16 eggs.\n{text}", mode="gsm8k") == "18", text
 
 
-def test_auto_leaves_prose_answers_alone() -> None:
-    """The default keeps format discipline: "the answer is" is a GSM8K form, not a MATH one."""
-    assert extract_answer("The answer is 18.") is None
+def test_strict_leaves_prose_answers_alone() -> None:
+    """``strict`` keeps format discipline: "the answer is" is a GSM8K form, not a MATH one; ``auto``
+    reads the final sentence when nothing is boxed (issue 27)."""
+    assert extract_answer("The answer is 18.", mode="strict") is None
+    assert extract_answer(r"So the solution set is $y \geq 3$.", mode="strict") is None
+    assert extract_answer("The answer is 18.") == "18"
     assert extract_answer("#### 18") is None
 
 
@@ -181,7 +184,8 @@ def test_presets_and_modes_resolve() -> None:
 
     assert resolve_modes("auto") == PRESETS["auto"]
     assert resolve_modes(["gsm8k", "last_number"]) == (*PRESETS["gsm8k"], "last_number")
-    with pytest.raises(ValueError, match="valid modes: auto, gsm8k, boxed"):
+    assert resolve_modes("auto") == (*resolve_modes("strict"), "final_statement")
+    with pytest.raises(ValueError, match="valid modes: auto, strict, gsm8k, boxed"):
         resolve_modes(["boxed", "nope"])
     with pytest.raises(ValueError, match="empty"):
         resolve_modes([])
@@ -189,6 +193,10 @@ def test_presets_and_modes_resolve() -> None:
 
 @pytest.mark.parametrize("mode, text, expected", [
     ("last_math", "$" * 100_001, None),  # $$ pairs hold nothing, the odd one never closes
+    ("final_statement", "$" * 100_001, None),
+    ("final_statement", "is $a$ " * 20_000 + ".", "a"),
+    ("final_statement", "x. " * 50_000, None),
+    ("boxed_all", (r"\boxed{1}" + " (a)" * 49 + r" z \boxed{2}") * 2_000, "2"),  # labels, then prose
     ("last_math", "\\(" * 50_000, None),
     ("last_math", "$a" * 50_000, "a"),
     ("boxed_all", "\\boxed{1}, " * 9_000, ", ".join(["1"] * 9_000)),
@@ -218,3 +226,54 @@ def test_every_data_config_names_an_extraction_that_reads_its_format() -> None:
     assert extract_answer("so\nAnswer: 18", modes["dapo17k"]) == "18"
     for name in ("math", "openr1_46k", "arith", "jsonl"):
         assert extract_answer(r"so \boxed{1}, \boxed{2}", modes[name]) == "1, 2"
+
+
+# ------------------------------------------------------------------------------------------
+# Free text, prose in an answer line, part labels between boxes (issue 27)
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, expected", [
+    (r"So the solution set is $y \geq 3$.", r"y \geq 3"),  # after the copula: one math span
+    ("Adding everything, the total is 27.", "27"),  # after the copula: one number
+    ("The answer is 18 dollars.", "18 dollars"),  # a number and its unit
+    (r"Therefore, $x = 5$ is the only solution.", "x = 5"),  # after "is" is prose: the last math span
+    (r"It could be $2$, $3$ or $4$.", "4"),  # candidates: the last one only
+    ("So x = 5.", "5"),  # "=" outside math states a value too
+    (r"Hence \[ x = \frac{1}{2}. \]", r"x = \frac{1}{2}"),  # a period inside display math ends nothing
+    (r"We get $3.5$ in the end!", "3.5"),  # a decimal point is not a sentence end
+    (r"We try $x = 7$. Let me double-check the arithmetic.", None),  # the final sentence states nothing
+    ("We try $x = 7$\n\nI hope this helps", None),  # a blank line ends a sentence
+    ("", None),
+])
+def test_final_statement_reads_the_final_sentence_only(text: str, expected: str | None) -> None:
+    assert extract_answer(text, mode="final_statement") == expected
+    assert extract_answer(text) == expected  # auto falls back to it when nothing is boxed
+
+
+def test_auto_prefers_a_box_and_an_answer_line_to_the_final_sentence() -> None:
+    assert extract_answer(r"\boxed{3}. So the total is 4.") == "3"
+    assert extract_answer("Answer: 3\nSo the total is 4.") == "3"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("Final Answer: The smallest $k$ is 12.", "12"),
+    ("Final Answer: The final answer is $12$. I hope it is correct.", "12"),  # Minerva's format
+    ("Answer: it is equal to $\\frac{3}{4}$", r"\frac{3}{4}"),
+    ("Answer: 5 apples", "5 apples"),  # not a sentence: unchanged
+    ("Answer: $x = 5$", "x = 5"),
+    ("Answer: 42\\", "42"),  # a trailing backslash
+])
+def test_a_sentence_in_an_answer_line_is_read_as_its_statement(text: str, expected: str) -> None:
+    assert extract_answer(text, mode="answer_line") == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    (r"\boxed{2} for (a) and \boxed{5} for (b)", "2, 5"),
+    (r"Part (a): \boxed{2}. Part (b): \boxed{5}.", "2, 5"),
+    (r"(a) $\boxed{2}$, (b) $\boxed{5}$", "2, 5"),
+    (r"part a: \boxed{2}; part b: \boxed{5}", "2, 5"),
+    (r"\boxed{2}. Then (b) follows: \boxed{5}", "5"),  # prose between: not one run
+])
+def test_boxed_all_reads_boxes_with_part_labels_as_one_answer(text: str, expected: str) -> None:
+    assert extract_answer(text, mode="boxed_all") == expected

@@ -289,7 +289,8 @@ RESPONSES = [
     (r"First guess \boxed{4}. Checking again, it is \boxed{3}.", "4", "wrong"),
     ("Let me compute.\nAnswer: 1,000", "1000", "correct"),
     ("Let me compute.\nanswer: $25$.", "025", "correct"),
-    ("The answer is 42.", "42", "no_answer"),  # no box, no Answer: line
+    ("The answer is 42.", "42", "correct"),  # no box, no Answer: line: the final sentence's statement
+    ("We try $42$. That fails, so we stop.", "42", "no_answer"),  # an earlier sentence is never read
     (r"The solutions are $\boxed{1}, \boxed{2}, \boxed{3}$.", r"\{1,2,3\}", "correct"),
     (r"So $x=\boxed{3}$ or $x=\boxed{4}$.", "4", "wrong"),  # a hedge across boxes is wrong
     (r"so the answer is \boxed{\frac{1}{2", "0.5", "no_answer"),  # cut off mid-answer
