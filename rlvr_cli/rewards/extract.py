@@ -294,8 +294,10 @@ def _one_value(masked_rest: str) -> bool:
     return _MASK not in masked_rest and _STATED_NUMBER.fullmatch(masked_rest) is not None
 
 
-# Two or more words of prose before a copula: the answer is a sentence, not a value.
-_PROSE = re.compile(r"[A-Za-z]{2,}\b[^=\n]*?\b(?:is|are|was|were|equals|equal\s+to)\b", re.IGNORECASE)
+# A word of prose before a copula: the answer is a sentence, not a value (two linear searches: one
+# pattern with a gap between the two would rescan the rest of the line from every word).
+_VERB = re.compile(r"\b(?:is|are|was|were|equals|equal\s+to)\b", re.IGNORECASE)
+_WORD = re.compile(r"[A-Za-z]{2,}")
 
 
 def _line_answer(answer: str | None) -> str | None:
@@ -304,7 +306,8 @@ def _line_answer(answer: str | None) -> str | None:
     if answer is None:
         return None
     masked, spans = _masked(answer)
-    if not _PROSE.search(masked):
+    verb = _VERB.search(masked)
+    if verb is None or _WORD.search(masked, 0, verb.start()) is None:
         return answer
     first = _SENTENCE_BREAK.search(masked)
     end = first.start() if first else len(masked)

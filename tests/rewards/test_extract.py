@@ -197,6 +197,8 @@ def test_presets_and_modes_resolve() -> None:
     ("final_statement", "is $a$ " * 20_000 + ".", "a"),
     ("final_statement", "x. " * 50_000, None),
     ("boxed_all", (r"\boxed{1}" + " (a)" * 49 + r" z \boxed{2}") * 2_000, "2"),  # labels, then prose
+    ("answer_line", "Answer: " + "ab " * 30_000, "ab " * 29_999 + "ab"),  # words and no verb: not a sentence
+    ("answer_line", "Answer: " + "ab " * 30_000 + "is 5", "5"),
     ("last_math", "\\(" * 50_000, None),
     ("last_math", "$a" * 50_000, "a"),
     ("boxed_all", "\\boxed{1}, " * 9_000, ", ".join(["1"] * 9_000)),
