@@ -2,8 +2,8 @@
 
 ``fast_compare`` decides identical text, multiple-choice letters, plain numbers (``42``, ``1,000``,
 ``-0.5``, ``3/4``, ``\\frac{3}{4}``, ``1 1/2``, ``025``, ``1.25 \\times 10^{-2}``, ``30^\\circ``, ``50\\%``,
-``5 \\text{ cm}^2``, ``five``), clock times (``8:34 p.m.`` = ``20:34:00``) and the "no solution" phrases.  A GRPO step
-grades ~128 responses and most gold answers are integers, so this settles most of a batch in
+``5 \\text{ cm}^2``, ``five``), clock times (``8:34 p.m.`` = ``20:34:00``) and the "no solution" phrases.
+A GRPO step grades ~128 responses and most gold answers are integers, so this settles most of a batch in
 microseconds with no sympy involved.  Anything else returns ``None`` and goes to math-verify
 (``symbolic.py``) in a worker process.  Nothing here evaluates model text.
 """
@@ -44,8 +44,9 @@ _BOX_COMMANDS = (r"\boxed", r"\fbox")
 _TEXT_COMMANDS = (r"\text", r"\textrm", r"\textbf", r"\mbox", r"\mathrm", r"\mathbf")
 PERCENT = re.compile(r"\s*(?:\\%|%|\\text\{\s*percent\s*\}|percent)$")
 MATH_DOLLAR = re.compile(r"(?<!\\)\$")  # a "$" that is a math delimiter, not "\$"
-# "\approx 31.416": an answer stated as an approximation is the value it states.
-_LEADING_APPROX = re.compile(r"^\\(?:approx|simeq)(?![A-Za-z])\s*")
+# "\approx 31.416", "x \approx 31.416": an answer stated as an approximation is the value it states
+# (a decimal is then compared within rel_tol, as any decimal is).
+_APPROXIMATELY = re.compile(r"^(?:[A-Za-z]\s*)?\\(?:approx|simeq)(?![A-Za-z])\s*")
 
 
 def canonical(answer: str) -> str:
@@ -57,7 +58,7 @@ def canonical(answer: str) -> str:
     text = _THIN_SPACE.sub(_thin_space_to_blank, text).strip()
     text = _strip_math_delimiters(text)
     text = _unwrap_command(text, _BOX_COMMANDS)
-    text = _LEADING_APPROX.sub("", text, count=1)
+    text = _APPROXIMATELY.sub("", text, count=1)
     # a trailing backslash (``42\\``, a stray TeX line break) is no part of any value
     return text.rstrip(".").rstrip("\\").strip()
 
@@ -99,9 +100,6 @@ def _unwrap_command(text: str, commands: Sequence[str]) -> str:
 # patterns below from going quadratic on a huge answer in the calling process.
 _MAX_NUMBER_CHARS = 100
 _VARIABLE_ASSIGNMENT = re.compile(r"^[A-Za-z]\s*=\s*")  # "x = 5"
-# "x \approx 31.416": a stated approximation is the value it states (a decimal is then compared within
-# rel_tol, as any decimal is; ``canonical`` drops a leading "\approx").
-_APPROXIMATELY = re.compile(r"^[A-Za-z]\s*\\(?:approx|simeq)(?![A-Za-z])\s*")
 _CURRENCY = re.compile(r"^\\?\$\s*")  # "\$5"
 # ``^\circ``, ``^{\circ}``, ``\degree``: a degree sign anywhere (``DEGREE_MARK``) or at the end.
 DEGREE_MARK = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\degree(?![A-Za-z])")
@@ -218,7 +216,6 @@ def as_number(text: str) -> _Number | None:
     if len(text) > _MAX_NUMBER_CHARS:
         return None
     text = _VARIABLE_ASSIGNMENT.sub("", text, count=1)
-    text = _APPROXIMATELY.sub("", text, count=1)
     text = _unwrap_command(text, _TEXT_COMMANDS)
     text = _CURRENCY.sub("", text)
     percent = PERCENT.search(text) is not None

@@ -31,10 +31,6 @@ import sympy
 
 Equal = Callable[[str, str], bool]
 
-# Any relation sign a LaTeX answer may carry (the cheap test before anything is parsed).
-INEQUALITY_SIGN = re.compile(r"<|>|\\[lg]eq?(?:slant)?(?![A-Za-z])|\\[lg]t(?![A-Za-z])")
-RELATION_SIGN = re.compile("=|" + INEQUALITY_SIGN.pattern)
-
 # --------------------------------------------------------------------------------------------
 # Relations
 # --------------------------------------------------------------------------------------------
@@ -119,7 +115,7 @@ def split_top(text: str, separator: re.Pattern[str]) -> list[str]:
             depth = max(depth - 1, 0)
     parts, at = [], 0
     for match in separator.finditer(text):
-        if match.start() < len(depths) and depths[match.start()] == 0 and match.end() > match.start():
+        if depths[match.start()] == 0:
             parts.append(text[at:match.start()])
             at = match.end()
     parts.append(text[at:])
@@ -231,13 +227,13 @@ def matrices_equal(pred: str, gold: str, equal: Equal) -> bool | None:
         return None
     a, b = left[0], right[0]
     if len(a) != len(b) or any(len(row_a) != len(row_b) for row_a, row_b in zip(a, b)):
-        a, b = _flat_vector(a), _flat_vector(b)
+        a, b = flat_vector(a), flat_vector(b)
         if a is None or b is None or len(a[0]) != len(b[0]):
             return None
     return all(equal(x, y) for row_a, row_b in zip(a, b) for x, y in zip(row_a, row_b))
 
 
-def _flat_vector(rows: list[list[str]]) -> list[list[str]] | None:
+def flat_vector(rows: list[list[str]]) -> list[list[str]] | None:
     """A one-row or one-column matrix as one row."""
     if len(rows) == 1:
         return rows

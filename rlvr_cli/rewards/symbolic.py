@@ -23,7 +23,7 @@ from rlvr_cli.rewards.fast import (
     DEFAULT_REL_TOL, DEGREE_MARK, MATH_DOLLAR, PERCENT, canonical, fast_compare, is_decimal_number,
 )
 from rlvr_cli.rewards.structured import (
-    INEQUALITY_SIGN, RELATION_SIGN, matrices_equal, relations_equivalent, solution_list, solutions_equal,
+    flat_vector, matrices_equal, matrix_cells, relations_equivalent, solution_list, solutions_equal,
 )
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,6 @@ _RELATION = re.compile(r"\s*(<=|>=|<|>|\\leq?slant(?![A-Za-z])|\\leq?(?![A-Za-z]
                        r"|\\geq?(?![A-Za-z])|\\lt(?![A-Za-z])|\\gt(?![A-Za-z]))\s*")
 _VARIABLE = re.compile(r"[A-Za-z]")
 _TRIG = re.compile(r"\\(?:sin|cos|tan|cot|sec|csc)(?![A-Za-z])")
-_MATRIX = re.compile(r"^\\begin\{([pbvB]?matrix)\}(.*)\\end\{\1\}$", re.DOTALL)
 
 
 def strip_simple_lhs(text: str) -> str:
@@ -120,18 +119,9 @@ def degrees_to_radians(text: str) -> str:
 def vector_as_tuple(text: str) -> str:
     """A one-row or one-column matrix as the tuple of its entries: ``\\begin{pmatrix}1\\\\2\\end{pmatrix}``
     -> ``(1,2)``; any other text unchanged."""
-    match = _MATRIX.match(text.strip())
-    if not match:
-        return text
-    rows = [row.strip() for row in match.group(2).split("\\\\") if row.strip()]
-    cells = [[cell.strip() for cell in row.split("&")] for row in rows]
-    if len(cells) == 1:
-        entries = cells[0]
-    elif all(len(row) == 1 for row in cells):
-        entries = [row[0] for row in cells]
-    else:
-        return text
-    return "(" + ",".join(entries) + ")"
+    cells = matrix_cells(text)
+    row = flat_vector(cells[0]) if cells is not None and cells[1] else None
+    return text if row is None else "(" + ",".join(row[0]) + ")"
 
 
 def rewrite_pair(pred: str, gold: str) -> tuple[str, str]:
@@ -220,8 +210,8 @@ def symbolic_status(pred: str, gold: str, rel_tol: float = DEFAULT_REL_TOL) -> s
     try:
         # two relations, or an inequality against anything (an interval): an equation against a
         # value (``y = 2x`` vs ``2x``) is left to the rewrites, without two more parses
-        if (RELATION_SIGN.search(pred_clean) and RELATION_SIGN.search(gold_clean)) or any(
-                INEQUALITY_SIGN.search(text) for text in (pred_clean, gold_clean)):
+        pred_ineq, gold_ineq = bool(_RELATION.search(pred_clean)), bool(_RELATION.search(gold_clean))
+        if pred_ineq or gold_ineq or ("=" in pred_clean and "=" in gold_clean):
             pred_relation = _parse(_prediction_document(pred_clean))
             gold_relation = _parse(_gold_document(gold_clean))
             if pred_relation and gold_relation and relations_equivalent(pred_relation[0], gold_relation[0]):

@@ -26,7 +26,7 @@ x, y = sympy.symbols("x y")
     (Lt(x**2, 4), Interval.open(-2, 2), True),
     (Lt(x**2, 4), Interval.open(-2, 3), False),
     (Gt(x, 2), Interval(2, oo), False),  # (2, oo) vs [2, oo)
-    (Eq(x, 2), sympy.Integer(2), False),  # neither side parsed as a relation on both: not decided here
+    (Eq(x, 2), sympy.Integer(2), False),  # an equation against a bare value: not established here
 ])
 def test_relations_equivalent(pred, gold, same: bool) -> None:
     assert relations_equivalent(pred, gold) is same
