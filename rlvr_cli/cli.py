@@ -1,4 +1,4 @@
-"""``rlvr train | eval | ls``: one Hydra app per subcommand, so ``-m``, ``--cfg job``, ``--help`` and
+"""``rlvr train | eval | ls | report | analyze | checkpoints``: one Hydra app per subcommand, so ``-m``, ``--cfg job``, ``--help`` and
 output folders all keep working; ``main`` takes the subcommand off ``sys.argv`` before Hydra parses.
 
 Before Hydra sees the overrides, ``+group=option`` for a group the defaults list already holds is
@@ -29,6 +29,7 @@ commands:
   report  compare finished runs (rlvr report runs/sweeps/<time>): accuracy, entropy trajectory, step time
   analyze table + PNG plots + entropy-performance law fit + covariance check of runs
           (rlvr analyze runs/sweeps/<time>); Δlog p of two models (rlvr analyze dlogp base=M rl=M data=D)
+  checkpoints  a run's checkpoints: step, size, verified or damaged (rlvr checkpoints runs/<name>)
 
 Hydra flags work after the command: -m (sweeps), --cfg job, --help."""
 
@@ -129,13 +130,18 @@ def main(argv: list[str] | None = None) -> None:
 
             report_main(rest)
             return
+        if command == "checkpoints":
+            from rlvr_cli.trainer.checkpoint import checkpoints_main
+
+            checkpoints_main(rest)
+            return
         if command == "analyze":
             from rlvr_cli.analysis.analyze import analyze_main
 
             analyze_main(rest)
             return
         if command not in COMMANDS:
-            raise UserError(f"unknown command '{command}'; valid: {', '.join([*COMMANDS, 'ls', 'report', 'analyze'])}")
+            raise UserError(f"unknown command '{command}'; valid: {', '.join([*COMMANDS, 'ls', 'report', 'analyze', 'checkpoints'])}")
         _run_app(command, normalise_overrides(rest, COMMANDS[command]))
     except UserError as e:
         print(f"rlvr: error: {e}", file=sys.stderr)

@@ -28,7 +28,9 @@ def train_main(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
     return _train(cfg, out_dir)
 
 
-def _train(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
+def _train(cfg: DictConfig, out_dir: Path, exit_on_stop: bool = False) -> dict[str, float]:
+    """``exit_on_stop`` (the command): a run ended by a stop signal exits with that signal's status
+    (0 for SIGUSR1, 128 + signal otherwise), after the checkpoint and the logs are closed."""
     from rlvr_cli.progress import console, print_config
     from rlvr_cli.trainer.loop import GRPOTrainer
 
@@ -45,12 +47,15 @@ def _train(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
         result = trainer.fit()
     finally:
         trainer.close()
+    code = trainer.exit_code if exit_on_stop else 0
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and os.environ.get("RANK") is not None:
-        _exit_rank()
+        _exit_rank(code)
+    if code:
+        sys.exit(code)
     return result
 
 
-def _exit_rank() -> None:
+def _exit_rank(code: int = 0) -> None:
     """End a launcher's rank process right after a clean finish (process group left, metrics, logger
     and checkpoint closed): exiting through interpreter teardown can still abort a rank now and then
     ("terminate called without an active exception", SIGABRT, from threads the communication and
@@ -60,7 +65,7 @@ def _exit_rank() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     logging.shutdown()
-    os._exit(0)
+    os._exit(code)
 
 
 def launcher_command(trainer: DictConfig, overrides: list[str]) -> list[str] | None:
@@ -78,21 +83,62 @@ def launcher_command(trainer: DictConfig, overrides: list[str]) -> list[str] | N
         # --no_local_rank: the launcher would otherwise insert --local_rank=N before our subcommand
         return ["deepspeed", "--no_local_rank", "--hostfile", str(trainer.hostfile), "--num_nodes", str(nodes),
                 "--num_gpus", str(procs), "--master_port", str(trainer.master_port), "--module", *entry]
+    # the stop signals are the ranks' to handle (``_run_launcher``), not torchrun's
     return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs),
-            "--master_port", str(trainer.master_port), *entry]
+            "--master_port", str(trainer.master_port), "--signals_to_handle", "SIGHUP,SIGQUIT", *entry]
 
 
 def _guard(fn, *args):
+    from rlvr_cli.trainer.checkpoint import CheckpointWriteError
+
     try:
         return fn(*args)
     except UserError as e:
         print(f"rlvr: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except CheckpointWriteError as e:  # disk full, quota: the run stops, the last checkpoint is intact
+        print(f"rlvr: error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+def _run_launcher(cmd: list[str]) -> int:
+    """Run the launcher with the stop signals ignored in it, and pass every stop signal this process
+    gets to the rank processes (the launcher's children). The ranks install their own handlers
+    (an ignored disposition is inherited, a handler replaces it); torchrun would otherwise turn
+    SIGTERM into a kill of the ranks after a short grace, and die on SIGUSR1. The ranks stop together
+    after the step in progress; this process then exits with the signal's status."""
+    import signal
+    import subprocess
+
+    import psutil
+
+    from rlvr_cli.trainer.signals import STOP_SIGNALS, exit_code
+
+    def ignore_stop_signals() -> None:  # in the launcher, before exec
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+
+    launcher = subprocess.Popen(cmd, preexec_fn=ignore_stop_signals)  # noqa: PLW1509 (no threads yet)
+    got: list[int] = []
+
+    def forward(signum, frame):  # noqa: ARG001
+        got.append(signum)
+        for rank in psutil.Process(launcher.pid).children():
+            try:
+                rank.send_signal(signum)
+            except psutil.NoSuchProcess:
+                pass
+
+    previous = {sig: signal.signal(sig, forward) for sig in STOP_SIGNALS}
+    try:
+        rc = launcher.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return exit_code(got[0]) if got else rc
 
 
 def train(cfg: DictConfig) -> None:
-    import subprocess
-
     from hydra.core.hydra_config import HydraConfig
 
     from rlvr_cli.config_schema import validate_train_config
@@ -104,11 +150,11 @@ def train(cfg: DictConfig) -> None:
     cmd = _guard(lambda: launcher_command(cfg.trainer, [*HydraConfig.get().overrides.task, f"out_dir={out}"]))
     if cmd:
         print("launching: " + " ".join(cmd), flush=True)
-        rc = subprocess.call(cmd)
+        rc = _run_launcher(cmd)
         if rc:
             sys.exit(rc)
         return
-    _guard(lambda: _train(cfg, out))  # validated above
+    _guard(lambda: _train(cfg, out, exit_on_stop=True))  # validated above
 
 
 def eval(cfg: DictConfig) -> None:  # noqa: A001 (the subcommand's name)

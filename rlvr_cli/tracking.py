@@ -21,7 +21,10 @@ class NullTracker:
     def log(self, metrics: dict[str, Any], step: int) -> None:
         pass
 
-    def finish(self) -> None:
+    def ensure(self, metrics: dict[str, Any], step: int) -> None:
+        pass
+
+    def finish(self, preempted: bool = False) -> None:
         pass
 
 
@@ -32,25 +35,39 @@ class JsonlTracker:
     def __init__(self, path: Path, resume_step: int | None = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.steps: set[int] = set()
         if resume_step is not None and self.path.exists():
             kept = [ln for ln in self.path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= resume_step]
             self.path.write_text("".join(ln + "\n" for ln in kept))
+            self.steps = {json.loads(ln).get("step", 0) for ln in kept}
         elif resume_step is None:
             self.path.write_text("")
 
+    def ensure(self, metrics: dict[str, Any], step: int) -> None:
+        """Log ``step`` unless the file has it (a run killed between its checkpoint and its log line)."""
+        if step not in self.steps:
+            self.log(metrics, step)
+
     def log(self, metrics: dict[str, Any], step: int) -> None:
+        self.steps.add(step)
         with self.path.open("a") as f:
             f.write(json.dumps({"step": step, **{k: _clean(v) for k, v in metrics.items()}}) + "\n")
 
-    def finish(self) -> None:
+    def finish(self, preempted: bool = False) -> None:
         pass
 
 
 class WandbTracker:
     """A wandb run. Its id is kept in the run folder (``wandb_run_id``), so a resumed run logs into the
-    same wandb run instead of starting a new one; ``logger.id`` pins it by hand."""
+    same wandb run instead of starting a new one; ``logger.id`` pins it by hand.
+
+    Exactly once: the last step sent to wandb is kept in the run folder (``wandb_last_step``), and a
+    resumed run sends only later steps. The steps it redoes after the checkpoint were logged before
+    the stop (with the same values, since a resume repeats the unbroken run), so no chart shows a
+    step twice, in online mode and in offline runs synced later alike."""
 
     ID_FILE = "wandb_run_id"
+    LAST_STEP_FILE = "wandb_last_step"
 
     def __init__(self, cfg: dict[str, Any], run_config: dict[str, Any], out_dir: Path, resuming: bool = False):
         import wandb
@@ -63,11 +80,23 @@ class WandbTracker:
             dir=str(out_dir), config=run_config, resume="allow", id=run_id,
         )
         id_file.write_text(run_id)
+        self._last_file = Path(out_dir) / self.LAST_STEP_FILE
+        self._last = -1
+        if resuming and self._last_file.is_file():
+            self._last = int(self._last_file.read_text().strip() or -1)
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
+        if step <= self._last:  # sent before the stop; the resumed run repeats it
+            return
         self._run.log(metrics, step=step)
+        self._last = step
+        self._last_file.write_text(str(step))
 
-    def finish(self) -> None:
+    ensure = log  # a step already sent is skipped either way
+
+    def finish(self, preempted: bool = False) -> None:
+        if preempted:  # shown as preempted (resumable), not failed or finished
+            self._run.mark_preempting()
         self._run.finish()
 
 
@@ -79,9 +108,13 @@ class MultiTracker:
         for t in self.trackers:
             t.log(metrics, step)
 
-    def finish(self) -> None:
+    def ensure(self, metrics: dict[str, Any], step: int) -> None:
         for t in self.trackers:
-            t.finish()
+            t.ensure(metrics, step)
+
+    def finish(self, preempted: bool = False) -> None:
+        for t in self.trackers:
+            t.finish(preempted)
 
 
 def build_tracker(logger_cfg: dict[str, Any], run_config: dict[str, Any], out_dir: Path, resume_step: int | None, rank: int = 0):

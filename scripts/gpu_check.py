@@ -116,6 +116,13 @@ def worker(model_dir: Path, trainer: str, steps: int, quick: bool, out_json: Pat
     peak = torch.cuda.max_memory_allocated() / 2**30 if gpu else 0.0
     after = snapshot()
     ckpt = trainer_obj.save()
+    # runs that survive: the checkpoint verifies, its state (CUDA RNG included) loads with
+    # weights_only=True, and the per-step stop flag all-reduces over this trainer's process group
+    from rlvr_cli.trainer import checkpoint as ckpt_mod
+
+    survive = {"checkpoint_problem": ckpt_mod.verify(ckpt),
+               "cuda_rng_saved": "cuda" in ckpt_mod.load_state(ckpt)["rng"] if gpu else None,
+               "stop_flag_agreed": trainer_obj.stopper.agreed()}
     moved = sum(int((after[k] != before[k]).sum()) for k in after) / sum(v.numel() for v in after.values())
     from transformers import AutoModelForCausalLM
 
@@ -131,7 +138,10 @@ def worker(model_dir: Path, trainer: str, steps: int, quick: bool, out_json: Pat
         "export_max_abs_diff": export_err, "export_keys_missing": sorted(set(after) - set(reloaded)),
         # fp32 master weights (single) move everywhere at lr 1e-5; DeepSpeed's bf16 module copies move
         # where an update crosses a bf16 rounding step
-        "ok": moved > (0.5 if trainer == "single" else 0.0) and len(ckpt_calls) > 0 and export_err < 1e-2,
+        **survive,
+        "ok": moved > (0.5 if trainer == "single" else 0.0) and len(ckpt_calls) > 0 and export_err < 1e-2
+        and survive["checkpoint_problem"] is None and survive["stop_flag_agreed"] is None
+        and survive["cuda_rng_saved"] is not False,
     }
     if trainer_obj.rollout.name == "vllm":
         diffs = [m["rollout/logprob_abs_diff_mean"] for m in rows if "rollout/logprob_abs_diff_mean" in m]

@@ -52,13 +52,15 @@ def _worker_main(
 ) -> None:
     """Worker loop: receive ``(token, pred, gold, rel_tol)``, reply ``(token, status)``; ``None`` stops.
 
-    SIGINT is ignored so that Ctrl-C in a terminal (sent to the whole process group) reaches only
-    the parent, which then shuts the workers down itself.  If the parent dies, the pipe closes
+    SIGINT, SIGTERM and SIGUSR1 are ignored so that Ctrl-C in a terminal (sent to the whole process
+    group) and a scheduler's stop signal (Slurm signals every process of a job step) reach only the
+    trainer, which finishes its step and then shuts the workers down itself (with SIGKILL).  If the parent dies, the pipe closes
     and ``recv`` raises, so orphaned workers exit on their own.  For that to happen the worker
     must not hold the parent's end of its own pipe, which a forked child inherits: close it.
     """
     parent_end.close()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for stop in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(stop, signal.SIG_IGN)
     try:
         for pred, gold in _WARM_UP:  # build the ANTLR parser and load sympy before "ready"
             symbolic_status(pred, gold)

@@ -110,6 +110,7 @@ class Actor:
         self._record: tuple[str, ...] = ()  # statistics of the update's forwards kept for the caller
         self._recorded: list[dict[str, torch.Tensor]] | None = None
         self.updates = 0  # optimizer steps taken: a rollout engine with weights of its own re-syncs on a change
+        self.nonfinite: list[str] = []  # the non-finite stages of skipped optimizer steps (the loop logs and clears them)
 
     @property
     def model(self) -> torch.nn.Module:
@@ -242,6 +243,8 @@ class Actor:
                 self.updates += 1
                 if not math.isfinite(grad_norm):
                     skipped += 1
+                    where = f"epoch {epoch}, mini-batch {mb_i}"
+                    self.nonfinite.append(f"loss ({where})" if not finite else f"gradient norm {grad_norm} ({where})")
                 else:
                     sums["optim/grad_norm"] = sums.get("optim/grad_norm", 0.0) + grad_norm
         n_steps = ppo_epochs * n_mini
@@ -252,7 +255,7 @@ class Actor:
         if skipped < n_steps and "optim/grad_norm" in sums:
             out["optim/grad_norm"] = sums["optim/grad_norm"] / (n_steps - skipped)
         out.update({k: v / n_steps for k, v in pre.items()})
-        out["train/nonfinite_skipped"] = float(skipped)
+        out["train/nonfinite_steps"] = float(skipped)  # optimizer steps not applied
         return out, skipped
 
     def _accumulate(self, mini: TrainBatch, where: tuple[int, int], loss_fn: MicroLoss, sums: dict[str, float],

@@ -34,12 +34,22 @@ from rlvr_cli.trainer import checkpoint as ckpt
 from rlvr_cli.trainer.actor import Actor, Totals, rows
 from rlvr_cli.trainer.engine import DeepSpeedEngine, TorchEngine, deepspeed_config, zero3_reference
 from rlvr_cli.trainer.precision import resolve_precision
+from rlvr_cli.trainer.signals import GracefulStop, StepAbandoned, exit_code, name as signal_name
 from rlvr_cli.timing import StageTimer
 from rlvr_cli.tracking import build_tracker
 from rlvr_cli.types import PolicyBatch, Rollouts, TrainBatch
 
 log = logging.getLogger(__name__)
 FAULT_KILL_ENV = "RLVR_FAULT_KILL_AT_STEP"  # fault injection for the resume test: SIGKILL after step N
+# fault injection for the graceful-stop tests: "<step>:<SIGNAL>[:<rank>]" sends this process that signal
+# while step <step> generates its rollouts (on every rank, or on the one named)
+FAULT_SIGNAL_ENV = "RLVR_FAULT_SIGNAL"
+
+
+def _inject_signal(step: int, rank: int) -> None:
+    spec = os.environ.get(FAULT_SIGNAL_ENV, "").split(":")
+    if len(spec) >= 2 and spec[0] == str(step) and (len(spec) == 2 or spec[2] == str(rank)):
+        os.kill(os.getpid(), getattr(signal, spec[1]))
 
 
 def _mean(values: list[float]) -> float:
@@ -84,7 +94,10 @@ class GRPOTrainer:
         self.step, self.bad_streak, self.prev_entropy = 0, 0, None
         self.gen_s = 0.0  # generation seconds of the current step (all refill rounds)
         self.timer = StageTimer(self.device)  # timing_s/<stage> of the current step
-        self.resume_from = ckpt.resolve_resume(self.trainer_cfg.get("resume"), self.out_dir)
+        self.resume_from = self._resolve_resume()
+        self.stopper = GracefulStop(self.trainer_cfg.get("stop_mode", "step"), abandon_allowed=self.world == 1)
+        self.stopped_by: int | None = None  # the signal that ended the run early (``exit_code`` gives the status)
+        self.saved_step: int | None = None  # the step of the newest checkpoint this process wrote
         policy_path = str(self.resume_from / "hf") if self.resume_from else None
         model_cfg = c(cfg.model)
         compute = pick_dtype(model_cfg.get("dtype", "auto"), self.device)
@@ -104,8 +117,11 @@ class GRPOTrainer:
         ddp.print0(f"policy: {self.precision.describe()} on {self.device}"
                    + (", gradient checkpointing" if model_cfg.get("gradient_checkpointing") else "")
                    + f"; optimizer: {self.engine.optimizer_name}")
+        resumed_metrics = None
         if self.resume_from:
-            self._restore(ckpt.load_state(self.resume_from, self.rank))
+            state = ckpt.load_state(self.resume_from, self.rank)
+            self._restore(state)
+            self.saved_step, resumed_metrics = self.step, state.get("metrics")
         r, v = self.rollout_cfg, cfg.val
         self.spec = SamplingSpec(r["temperature"], r["top_p"], r["max_new_tokens"], self.stop)
         self.val_spec = SamplingSpec(v.temperature, v.top_p, v.max_new_tokens, self.stop)
@@ -117,6 +133,8 @@ class GRPOTrainer:
         )
         ddp.print0(f"rollout: {self.rollout.name}")
         self.tracker = build_tracker(c(cfg.logger), c(cfg), self.out_dir, self.step if self.resume_from else None, self.rank)
+        if resumed_metrics:  # killed after the checkpoint, before its step's line was logged
+            self.tracker.ensure(resumed_metrics, self.step)
 
     # ------------------------------------------------------------------------------------------ setup
     @property
@@ -126,6 +144,16 @@ class GRPOTrainer:
     @property
     def ref_model(self):
         return self.actor.ref_model
+
+    def _resolve_resume(self) -> Path | None:
+        """The checkpoint to resume from. Rank 0 verifies (hashes) and chooses; the other ranks take
+        the same step, so the files are read once, not once per rank."""
+        chosen = ckpt.resolve_resume(self.trainer_cfg.get("resume"), self.out_dir, hashes=self.rank == 0)
+        if self.world == 1:
+            return chosen
+        step = ddp.all_max(int(chosen.name.split("_")[1]) if chosen is not None and self.rank == 0 else -1)
+        root = chosen.parent if chosen is not None else self.out_dir / "checkpoints"
+        return None if step < 0 else root / f"step_{step:06d}"
 
     def _build_engine(self, model, optim: dict[str, Any]):
         total = self.trainer_cfg["max_steps"]
@@ -168,10 +196,21 @@ class GRPOTrainer:
         self.bad_streak, self.prev_entropy = state.get("bad_streak", 0), state.get("prev_entropy")
         ddp.print0(f"[yellow]resumed from {self.resume_from} at step {self.step}")
 
-    def save(self) -> Path:
-        """HF weights + trainer state (rank 0), per-rank RNG, and the engine's own state (all ranks)."""
-        return ckpt.save_checkpoint(self.out_dir, self.step, self.engine, self.tokenizer, self._state(),
-                                    keep_last=self.trainer_cfg.get("keep_last"), rank=self.rank)
+    def save(self, metrics: dict[str, float] | None = None) -> Path:
+        """HF weights + trainer state (rank 0), per-rank RNG, and the engine's own state (all ranks).
+        Weights that are not finite are never saved (a step with a non-finite update is not applied,
+        so this only fails if something else corrupted them): the last checkpoint stays the good one.
+        ``metrics``: the step's metrics, kept so that a run killed before logging them logs them on
+        resume."""
+        bad = [n for n, p in self.model.named_parameters() if p.data.numel() and not torch.isfinite(p.data).all()]
+        if ddp.all_sum(float(len(bad))):
+            raise UserError(f"not saving step {self.step}: the weights hold non-finite values ({', '.join(bad[:3])}"
+                            f"{' …' if len(bad) > 3 else ''}); the last checkpoint is step {self.saved_step}")
+        state = {**self._state(), **({"metrics": metrics} if metrics else {})}
+        path = ckpt.save_checkpoint(self.out_dir, self.step, self.engine, self.tokenizer, state,
+                                    keep_last=self.trainer_cfg.get("keep_last"), rank=self.rank, world_size=self.world)
+        self.saved_step = self.step
+        return path
 
     # ------------------------------------------------------------------------------------------ step
     def train_step(self) -> dict[str, float]:
@@ -243,7 +282,8 @@ class GRPOTrainer:
         groups); G samples per prompt; each response graded by the verifier."""
         prompts = self.sampler.next_batch(self.rollout_cfg["prompts_per_step"])[self.rank :: self.world]
         t0, synced = time.perf_counter(), getattr(self.rollout, "sync_s_total", 0.0)
-        with self.timer.stage("gen"):
+        with self.timer.stage("gen"), self.stopper.generating():
+            _inject_signal(self.step + 1, self.rank)
             rollouts = self.rollout.generate(prompts, self.algo["group_size"], self.spec)
         self.timer.add("gen", 0.0, tokens=float(rollouts.response_mask.sum()))
         self.gen_s += time.perf_counter() - t0
@@ -361,6 +401,9 @@ class GRPOTrainer:
                                                  lambda mb, where, totals: self._micro_loss(mb, step, where, totals),
                                                  lambda mini, where: self._prepare_minibatch(mini, step, where), record)
         self.bad_streak = self.bad_streak + 1 if skipped else 0
+        for where in self.actor.nonfinite:
+            log.warning("step %d: non-finite %s: optimizer step not applied", step, where)
+        self.actor.nonfinite.clear()
         return metrics
 
     def _prepare_minibatch(self, mini: TrainBatch, step: int, where: tuple[int, int]) -> dict[str, float]:
@@ -478,25 +521,48 @@ class GRPOTrainer:
         return ddp.mean_metrics({**out, "perf/val_s": time.perf_counter() - t0})
 
     def fit(self) -> dict[str, float]:
+        """Train to ``trainer.max_steps``; a stop signal ends the run after the step in progress (or,
+        with ``trainer.stop_mode=now``, abandons its generation) with a checkpoint of the last
+        completed step; ``self.stopped_by`` then holds the signal."""
         total, last = self.trainer_cfg["max_steps"], {}
         if self.step >= total:
             ddp.print0(f"[green]already at step {self.step}/{total}: nothing to do (trainer.max_steps to go further)")
             return {}
+        self.stopper.install()
+        try:
+            last = self._fit(total)
+        finally:
+            self.stopper.uninstall()
+            self.tracker.finish(preempted=self.stopped_by is not None)
+        return last
+
+    def _fit(self, total: int) -> dict[str, float]:
+        last: dict[str, float] = {}
         if self.step == 0 and self.cfg.val.every and self.cfg.val.at_start:
             last = self.validate()
             self.tracker.log(last, 0)
             ddp.print0(" | ".join(f"{k} {v:.3f}" for k, v in last.items() if "avg@" in k or "pass@" in k) + "  (before training)")
+        limit = self.trainer_cfg.get("max_nonfinite_steps", 3)
         with StepProgress(total, self.step, enabled=self.rank == 0, live=self.trainer_cfg.get("progress", True)) as bar:
             while self.step < total:
-                metrics = self.train_step()
+                start = (ckpt.rng_state(), self.sampler.state_dict()) if self.stopper.abandon_allowed else None
+                try:
+                    metrics = self.train_step()
+                except StepAbandoned:  # stop_mode=now: generation left; nothing of this step was applied
+                    ckpt.set_rng_state(start[0])
+                    self.sampler.load_state_dict(start[1])
+                    self.stopped_by = self.stopper.signum
+                    self._save_on_stop()
+                    return last
                 every = self.cfg.val.every
                 if every and (self.step % every == 0 or self.step == total):
                     with self.timer.stage("val"):
                         metrics.update(self.validate())
-                stop = self.bad_streak >= self.trainer_cfg.get("max_bad_steps", 5)
-                if stop or self.step == total or (self.trainer_cfg["save_every"] and self.step % self.trainer_cfg["save_every"] == 0):
+                nonfinite_stop = self.bad_streak >= limit
+                if nonfinite_stop or self.step == total or (self.trainer_cfg["save_every"] and self.step % self.trainer_cfg["save_every"] == 0):
+                    so_far = ddp.mean_metrics(self.timer.metrics(time.perf_counter() - self._step_t0))
                     with self.timer.stage("checkpoint"):
-                        self.save()
+                        self.save({**metrics, **so_far})
                 # the step's stages, validation and checkpoint included, add up to timing_s/step
                 metrics.update(ddp.mean_metrics(self.timer.metrics(time.perf_counter() - self._step_t0)))
                 self.tracker.log(metrics, self.step)
@@ -504,12 +570,28 @@ class GRPOTrainer:
                 last = metrics
                 if os.environ.get(FAULT_KILL_ENV) == str(self.step):
                     os.kill(os.getpid(), signal.SIGKILL)
-                if stop:
-                    ddp.print0(f"[red]stopping: {self.bad_streak} steps in a row had a non-finite loss or gradient; "
-                                  f"checkpoint saved at step {self.step}")
+                if nonfinite_stop:
+                    ddp.print0(f"[red]stopping: {self.bad_streak} steps in a row had a non-finite loss or gradient "
+                               f"(trainer.max_nonfinite_steps={limit}); none was applied; checkpoint saved at step {self.step}")
                     break
-        self.tracker.finish()
+                self.stopped_by = self.stopper.agreed() if self.step < total else None  # one all-reduce a step
+                if self.stopped_by:
+                    self._save_on_stop()
+                    break
         return last
+
+    def _save_on_stop(self) -> None:
+        """The checkpoint of the last completed step (unless it has one already) and the one line."""
+        if self.step > 0 and self.saved_step != self.step:
+            with self.timer.stage("checkpoint"):
+                self.save()
+        where = f"after step {self.step}" if self.step else "before step 1 finished (nothing to save)"
+        ddp.print0(f"[yellow]stopped by {signal_name(self.stopped_by)} {where}; resume with the same command")
+
+    @property
+    def exit_code(self) -> int:
+        """The process status a run should end with: 0, or that of the stop signal (0 for SIGUSR1)."""
+        return exit_code(self.stopped_by) if self.stopped_by else 0
 
     def close(self) -> None:
         self.grader.close()

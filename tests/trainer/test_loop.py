@@ -130,16 +130,23 @@ def test_token_budget_micro_batches_give_the_same_update(tmp_path, budget):
         assert torch.allclose(a, b, atol=1e-6), (a - b).abs().max().item()
 
 
-def test_nonfinite_loss_skips_the_step_and_stops_cleanly_with_a_checkpoint(tmp_path, monkeypatch):
-    cfg = compose_train(["trainer.max_steps=5", "trainer.max_bad_steps=2", "trainer.save_every=0"])
+def test_nonfinite_loss_skips_the_step_and_stops_cleanly_with_a_checkpoint(tmp_path, monkeypatch, caplog):
+    cfg = compose_train(["trainer.max_steps=5", "trainer.max_nonfinite_steps=2", "trainer.save_every=0"])
     trainer = GRPOTrainer(cfg, tmp_path)
     before = [p.detach().clone() for p in trainer.model.parameters()]
-    monkeypatch.setattr(trainer.method, "loss", lambda mb: MethodOutput(extra_loss=torch.tensor(float("nan"))))
+    calls = []
+
+    def nan_in_one_micro_batch(mb):  # the second micro-batch of each mini-batch: NaN
+        calls.append(1)
+        return MethodOutput(extra_loss=torch.tensor(float("nan") if len(calls) % 2 == 0 else 0.0))
+
+    monkeypatch.setattr(trainer.method, "loss", nan_in_one_micro_batch)
     trainer.fit()
     trainer.close()
     rows = _metrics(tmp_path / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2]  # stopped after 2 bad steps in a row
-    assert all(r["train/nonfinite_skipped"] >= 1 for r in rows)
+    assert all(r["train/nonfinite_steps"] >= 1 for r in rows)
+    assert "step 1: non-finite loss (epoch 0, mini-batch 0): optimizer step not applied" in caplog.text
     assert all(torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))  # never stepped on NaN
     assert (tmp_path / "checkpoints" / "step_000002" / "trainer_state.pt").is_file()
     assert all(math.isfinite(r["reward/mean"]) for r in rows)
