@@ -1,5 +1,6 @@
-"""``rlvr train | eval | ls | report | analyze | checkpoints``: one Hydra app per subcommand, so ``-m``, ``--cfg job``, ``--help`` and
-output folders all keep working; ``main`` takes the subcommand off ``sys.argv`` before Hydra parses.
+"""``rlvr train | eval``: one Hydra app per subcommand, so ``-m``, ``--cfg job``, ``--help`` and output
+folders all keep working; ``main`` takes the subcommand off ``sys.argv`` before Hydra parses. ``rlvr ls``
+and the ``TOOLS`` (report, analyze, checkpoints) take plain arguments.
 
 Before Hydra sees the overrides, ``+group=option`` for a group the defaults list already holds is
 rewritten to ``group=option`` (the product documents ``rlvr train +method=siren``), and every
@@ -20,6 +21,9 @@ CONF_DIR = REPO_ROOT / "conf"
 # from conf/ alone (no extra search path: that would make every top-level folder a config group)
 RECIPES_DIR = REPO_ROOT / "recipes"
 COMMANDS = {"train": "train", "eval": "eval"}
+# the commands that are not Hydra apps: name -> (module, function taking the remaining arguments)
+TOOLS = {"report": ("rlvr_cli.report", "report_main"), "analyze": ("rlvr_cli.analysis.analyze", "analyze_main"),
+         "checkpoints": ("rlvr_cli.trainer.checkpoint", "checkpoints_main")}
 USAGE = """usage: rlvr <command> [hydra overrides]
 
 commands:
@@ -125,23 +129,14 @@ def main(argv: list[str] | None = None) -> None:
         if command == "ls":
             list_configs()
             return
-        if command == "report":
-            from rlvr_cli.report import report_main
+        if command in TOOLS:
+            import importlib
 
-            report_main(rest)
-            return
-        if command == "checkpoints":
-            from rlvr_cli.trainer.checkpoint import checkpoints_main
-
-            checkpoints_main(rest)
-            return
-        if command == "analyze":
-            from rlvr_cli.analysis.analyze import analyze_main
-
-            analyze_main(rest)
+            module, function = TOOLS[command]
+            getattr(importlib.import_module(module), function)(rest)
             return
         if command not in COMMANDS:
-            raise UserError(f"unknown command '{command}'; valid: {', '.join([*COMMANDS, 'ls', 'report', 'analyze', 'checkpoints'])}")
+            raise UserError(f"unknown command '{command}'; valid: {', '.join([*COMMANDS, 'ls', *TOOLS])}")
         _run_app(command, normalise_overrides(rest, COMMANDS[command]))
     except UserError as e:
         print(f"rlvr: error: {e}", file=sys.stderr)

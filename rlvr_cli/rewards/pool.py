@@ -54,9 +54,10 @@ def _worker_main(
 
     SIGINT, SIGTERM and SIGUSR1 are ignored so that Ctrl-C in a terminal (sent to the whole process
     group) and a scheduler's stop signal (Slurm signals every process of a job step) reach only the
-    trainer, which finishes its step and then shuts the workers down itself (with SIGKILL).  If the parent dies, the pipe closes
-    and ``recv`` raises, so orphaned workers exit on their own.  For that to happen the worker
-    must not hold the parent's end of its own pipe, which a forked child inherits: close it.
+    trainer, which finishes its step and then shuts the workers down itself (``reap``: SIGKILL after
+    a grace).  If the parent dies, the pipe closes and ``recv`` raises, so orphaned workers exit on
+    their own.  For that to happen the worker must not hold the parent's end of its own pipe, which
+    a forked child inherits: close it.
     """
     parent_end.close()
     for stop in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):

@@ -87,12 +87,13 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _hash_and_sync(path: Path, sync: bool) -> str:
+def _sha256(path: Path, fsync: bool = False) -> str:
+    """The file's sha256; with ``fsync``, its data is also forced to disk (the writer's pass)."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         while chunk := f.read(_HASH_CHUNK):
             digest.update(chunk)
-        if sync:
+        if fsync:
             os.fsync(f.fileno())
     return digest.hexdigest()
 
@@ -103,7 +104,7 @@ def _files(folder: Path) -> list[Path]:
 
 def write_manifest(folder: Path, world_size: int, config_hash: str | None) -> None:
     """Hash and fsync every file, then write the manifest and fsync it and every folder."""
-    files = {str(p.relative_to(folder)): {"size": p.stat().st_size, "sha256": _hash_and_sync(p, sync=True)}
+    files = {str(p.relative_to(folder)): {"size": p.stat().st_size, "sha256": _sha256(p, fsync=True)}
              for p in _files(folder)}
     manifest = {"format": 1, "world_size": world_size, "config_hash": config_hash, "files": files}
     with (folder / MANIFEST).open("w") as f:
@@ -121,6 +122,11 @@ def config_hash(config: dict[str, Any]) -> str:
 def _fault(step: int, phase: str) -> None:
     if os.environ.get(FAULT_KILL_CHECKPOINT_ENV) == f"{step}:{phase}":
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def step_of(ckpt: Path) -> int:
+    """The step a ``step_<N>`` checkpoint folder holds."""
+    return int(_STEP_DIR.match(Path(ckpt).name).group(1))
 
 
 def checkpoint_dirs(out_dir: Path) -> list[Path]:
@@ -203,7 +209,7 @@ def verify(ckpt: Path, hashes: bool = True) -> str | None:
             return f"{file}: missing"
         if file.stat().st_size != entry["size"]:
             return f"{file}: {file.stat().st_size} bytes, the manifest says {entry['size']}"
-        if hashes and _hash_and_sync(file, sync=False) != entry["sha256"]:
+        if hashes and _sha256(file) != entry["sha256"]:
             return f"{file}: contents differ from the manifest (sha256)"
     return None
 
@@ -278,7 +284,7 @@ def describe(out_dir: Path) -> list[dict[str, Any]]:
         size = sum(p.stat().st_size for p in found.rglob("*") if p.is_file())
         status = "verified" if problem is None and (found / MANIFEST).is_file() else (
             "unverified (no manifest)" if problem is None else "damaged")
-        rows.append({"path": str(found), "step": int(found.name.split("_")[1]), "bytes": size, "status": status,
+        rows.append({"path": str(found), "step": step_of(found), "bytes": size, "status": status,
                      "problem": problem})
     return rows
 

@@ -151,7 +151,7 @@ class GRPOTrainer:
         chosen = ckpt.resolve_resume(self.trainer_cfg.get("resume"), self.out_dir, hashes=self.rank == 0)
         if self.world == 1:
             return chosen
-        step = ddp.all_max(int(chosen.name.split("_")[1]) if chosen is not None and self.rank == 0 else -1)
+        step = ddp.all_max(ckpt.step_of(chosen) if chosen is not None and self.rank == 0 else -1)
         root = chosen.parent if chosen is not None else self.out_dir / "checkpoints"
         return None if step < 0 else root / f"step_{step:06d}"
 
@@ -202,7 +202,9 @@ class GRPOTrainer:
         so this only fails if something else corrupted them): the last checkpoint stays the good one.
         ``metrics``: the step's metrics, kept so that a run killed before logging them logs them on
         resume."""
-        bad = [n for n, p in self.model.named_parameters() if p.data.numel() and not torch.isfinite(p.data).all()]
+        params = [(n, p.data) for n, p in self.model.named_parameters() if p.data.numel()]  # ZeRO-3: local shards
+        finite = torch.stack([torch.isfinite(t).all() for _, t in params]).tolist() if params else []  # one sync
+        bad = [n for (n, _), ok in zip(params, finite) if not ok]
         if ddp.all_sum(float(len(bad))):
             raise UserError(f"not saving step {self.step}: the weights hold non-finite values ({', '.join(bad[:3])}"
                             f"{' …' if len(bad) > 3 else ''}); the last checkpoint is step {self.saved_step}")

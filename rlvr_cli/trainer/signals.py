@@ -47,7 +47,6 @@ class GracefulStop:
     """The stop flag and its signal handlers (installed in the main thread only; elsewhere a no-op)."""
 
     def __init__(self, mode: str = "step", abandon_allowed: bool = True):
-        self.mode = mode
         self.abandon_allowed = abandon_allowed and mode == "now"
         self.signum: int | None = None
         self._first_at = 0.0

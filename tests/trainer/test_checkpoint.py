@@ -1,13 +1,21 @@
-"""Checkpointed RNG state: every generator sampling draws from, CUDA's included."""
+"""Checkpoints: RNG state (every generator sampling draws from, CUDA's included), manifests that
+verify, safe loading, a full disk, ``rlvr checkpoints``."""
 from __future__ import annotations
 
+import errno
+import json
+import logging
 import os
 import random
 from pathlib import Path
 
+import numpy as np
+import pytest
 import torch
 
+from rlvr_cli.errors import UserError
 from rlvr_cli.trainer import checkpoint as ckpt
+from tests.trainer.conftest import compose_train
 
 
 def test_rng_state_round_trips_on_cpu():
@@ -43,17 +51,6 @@ def test_cuda_state_on_a_machine_without_that_gpu_warns_and_resumes(monkeypatch,
 # --------------------------------------------------------------------------------------------
 # Checkpoints that verify themselves, safe loading, a full disk
 # --------------------------------------------------------------------------------------------
-
-import errno  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import pickle  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-from rlvr_cli.errors import UserError  # noqa: E402
-from tests.trainer.conftest import compose_train  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +126,7 @@ def test_a_full_disk_leaves_the_last_checkpoint_intact_and_says_so(trainer, tmp_
     assert not list((tmp_path / "checkpoints").glob(".tmp_*"))  # the partial write is gone
 
 
-def test_keep_last_prunes_only_once_the_new_checkpoint_is_in_place(trainer, tmp_path):
+def test_keep_last_keeps_the_newest_checkpoints(trainer, tmp_path):
     for step in (1, 2, 3):
         _save(trainer, tmp_path, step, keep_last=2)
     assert [p.name for p in ckpt.checkpoint_dirs(tmp_path)] == ["step_000002", "step_000003"]
