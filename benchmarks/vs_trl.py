@@ -16,7 +16,7 @@ interleaved (rlvr, TRL, bare, rlvr, ...). A contestant's figure is the median ov
 - ``rlvr``: ``rlvr train`` itself, timed from its own ``timing_s/step``;
 - ``trl``: ``trl.GRPOTrainer`` (``num_generations=8``, 64 completions per step, ``num_iterations=1``),
   timed between ``on_step_begin`` and ``on_step_end``;
-- ``bare``: HF ``generate`` (through rlvr's ``generate_rollouts``) -> one train-mode forward of prompt + response -> token log-probs ->
+- ``bare``: HF ``generate`` (through rlvr's ``generate_rollouts(sampler="hf")``) -> one train-mode forward of prompt + response -> token log-probs ->
   advantage-weighted token-mean loss -> backward -> AdamW, nothing else.
 """
 from __future__ import annotations
@@ -151,7 +151,7 @@ def worker_bare(steps: int, out: Path) -> None:
     for step in range(steps):
         t0 = time.perf_counter()
         batch = prompts[step * PROMPTS: (step + 1) * PROMPTS]
-        ro = generate_rollouts(model, tok, batch, GROUP, NEW_TOKENS, 1.0, 1.0, PROMPTS * GROUP)
+        ro = generate_rollouts(model, tok, batch, GROUP, NEW_TOKENS, 1.0, 1.0, PROMPTS * GROUP, sampler="hf")
         scores = torch.tensor([g.score for g in grader.grade(ro.texts, [batch[i].answer for i in ro.group_ids.tolist()])])
         adv = grpo_advantages(scores, ro.group_ids)
         model.train()

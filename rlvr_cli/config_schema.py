@@ -31,6 +31,7 @@ EXTRAPOLATE_RESAMPLE = ("coupled", "independent")
 WANDB_MODES = ("offline", "online", "disabled", "shared", "dryrun", "run")
 RESUME_WORDS = ("auto", "never", "none")
 ENGINES = ("hf", "vllm", "auto")  # rollout.engines.ENGINES
+SAMPLERS = ("auto", "lean", "hf")  # rollout.generate.SAMPLERS
 EXTRACT_MODES = ("auto", "strict", "gsm8k", "boxed", "boxed_all", "answer_line", "hash", "answer_is", "a_line",
                  "final_statement", "last_math", "last_number")  # rewards.extract.VALID_MODES
 VERIFIERS = ("math", "countdown")  # rewards.VERIFIERS
@@ -335,6 +336,7 @@ def _rollout_engine_table() -> Table:
     """``rollout.engine`` and ``rollout.vllm`` (conf/vllm/default.yaml), shared by train and eval."""
     return {
         "rollout.engine?": Enum(*ENGINES),
+        "rollout.sampler?": Enum(*SAMPLERS, why="the HF engine's decode loop"),
         "rollout.vllm?": Dict(),
         "rollout.vllm.gpu_memory_utilization?": Float(gt=0, le=1),
         "rollout.vllm.kv_cache_memory_bytes?": Int(ge=1, null=True, why="null = from gpu_memory_utilization (GPU), 256 MiB (CPU)"),

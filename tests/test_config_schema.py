@@ -78,8 +78,9 @@ def test_name_lists_match_their_sources():
     assert schema.EXTRAPOLATE_DRIVERS == tuple(DRIVERS) and schema.EXTRAPOLATE_RESAMPLE == tuple(RESAMPLE)
     from rlvr_cli.rollout.correction import MODES
     from rlvr_cli.rollout.engines import ENGINES
+    from rlvr_cli.rollout.generate import SAMPLERS
 
-    assert schema.ENGINES == ENGINES and schema.IS_MODES == MODES
+    assert schema.ENGINES == ENGINES and schema.IS_MODES == MODES and schema.SAMPLERS == SAMPLERS
     from rlvr_cli.data.synthetic import SYNTHETIC_TASKS
     from rlvr_cli.rewards import VERIFIERS
 

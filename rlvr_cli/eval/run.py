@@ -406,7 +406,8 @@ def eval_main(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     engine = build_engine(engine_name, model=model, tokenizer=tokenizer, policy=lambda: contextlib.nullcontext(model),
                           batch_size=int(cfg.eval.batch_size), device=device, dtype=next(model.parameters()).dtype,
                           max_model_len=int(getattr(model.config, "max_position_embeddings", None) or 32768),
-                          vllm_cfg={"seed": int(cfg.seed), **(ro_cfg.get("vllm") or {})})
+                          vllm_cfg={"seed": int(cfg.seed), **(ro_cfg.get("vllm") or {})},
+                          sampler=str(ro_cfg.get("sampler", "auto")))
     results = _header(cfg, model, base, model_cfg, device)
     results["sampling"]["engine"] = engine.name
     m = results["model"]

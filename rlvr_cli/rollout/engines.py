@@ -8,7 +8,8 @@ response ends whichever engine sampled it. The loop only calls:
     engine.sleep()                                      # free what sampling holds while the update runs
     engine.close()                                      # at the end of the run
 
-``HFEngine`` samples with the trainer's own module (``transformers.generate``; nothing to sync).
+``HFEngine`` samples with the trainer's own module (nothing to sync): our lean decode loop or
+``transformers.generate`` (``rollout.sampler``, ``rollout/generate.py``).
 ``VLLMEngine`` (``rollout/vllm_engine.py``) is a colocated vLLM engine in the same process that is
 pushed the trainer's weights before it samples after an optimizer step; it also reports the
 sampled tokens' log-probs (``Rollouts.rollout_logprobs``) for the mismatch metrics and the
@@ -60,13 +61,15 @@ class HFEngine:
 
     name = "hf"
 
-    def __init__(self, policy: Callable[[], contextlib.AbstractContextManager], tokenizer, batch_size: int):
-        self.policy, self.tokenizer, self.batch_size = policy, tokenizer, int(batch_size)
+    def __init__(self, policy: Callable[[], contextlib.AbstractContextManager], tokenizer, batch_size: int,
+                 sampler: str = "auto"):
+        self.policy, self.tokenizer, self.batch_size, self.sampler = policy, tokenizer, int(batch_size), sampler
 
     def generate(self, prompts: list[Prompt], n: int, spec: SamplingSpec) -> Rollouts:
         with self.policy() as model:
             return generate_rollouts(model, self.tokenizer, prompts, n, spec.max_new_tokens, spec.temperature,
-                                     spec.top_p, self.batch_size, spec.max_prompt_len, stop=spec.stop)
+                                     spec.top_p, self.batch_size, spec.max_prompt_len, stop=spec.stop,
+                                     sampler=self.sampler)
 
     def sleep(self) -> None:
         pass
@@ -94,11 +97,12 @@ def resolve_engine(name: str, device: torch.device) -> str:
 
 def build_engine(name: str, *, model, tokenizer, policy, batch_size: int, device: torch.device,
                  dtype: torch.dtype, max_model_len: int, vllm_cfg: dict[str, Any] | None = None,
-                 weights_version: Callable[[], int] | None = None, zero3: bool = False) -> RolloutEngine:
-    """The engine ``rollout.engine`` names (after ``resolve_engine``)."""
+                 weights_version: Callable[[], int] | None = None, zero3: bool = False,
+                 sampler: str = "auto") -> RolloutEngine:
+    """The engine ``rollout.engine`` names (after ``resolve_engine``); ``sampler`` is the HF engine's."""
     name = resolve_engine(name, device)
     if name == "hf":
-        return HFEngine(policy, tokenizer, batch_size)
+        return HFEngine(policy, tokenizer, batch_size, sampler)
     from rlvr_cli.rollout.vllm_engine import VLLMEngine
 
     return VLLMEngine(model, tokenizer, device=device, dtype=dtype, max_model_len=max_model_len,

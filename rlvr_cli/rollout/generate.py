@@ -1,11 +1,25 @@
-"""Sampling G responses per prompt with HF ``generate`` (KV cache, temperature, top-p, stop at EOS)."""
+"""Sampling G responses per prompt from the trainer's module: temperature, top-p, stop at EOS.
+
+Two samplers draw from the same distribution (``rollout.sampler``):
+
+- ``lean`` — our decode loop on the model's KV cache. Each distinct prompt is prefilled once and its
+  cache copied to its G rows (the G samples of a prompt share it), and a row that has ended leaves
+  the batch at once, so later steps run only the rows still writing. HF ``generate`` does neither: it
+  prefills all N rows and keeps every finished row in every forward until the longest one ends.
+- ``hf`` — transformers ``generate`` (and its stop-string matching), for caches the lean loop does
+  not handle (linear-attention / hybrid layers) and when ``rollout.stop`` strings are set.
+
+``auto`` (the default) takes ``lean`` wherever it applies, else ``hf``.
+"""
 from __future__ import annotations
 
 import contextlib
 
 import torch
-from transformers import GenerationConfig
+from transformers import DynamicCache, GenerationConfig
+from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 
+from rlvr_cli.errors import UserError
 from rlvr_cli.rollout.stopping import StopCriteria, resolve_stop, response_mask
 from rlvr_cli.types import Prompt, Rollouts
 
@@ -59,6 +73,102 @@ def plain_generation_config(model):
         model.generation_config = saved
 
 
+SAMPLERS = ("auto", "lean", "hf")
+
+
+def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Nucleus filtering as transformers' ``TopPLogitsWarper``: keep the smallest set of most likely
+    tokens whose probability reaches ``top_p`` (at least one), the rest set to -inf. [n, V] -> [n, V]."""
+    if top_p >= 1.0:
+        return logits
+    ordered, order = torch.sort(logits, descending=False)
+    drop = ordered.softmax(-1).cumsum(-1) <= (1 - top_p)  # [n, V], ascending probability
+    drop[:, -1] = False
+    return logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+
+
+def next_tokens(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+    """One token per row from ``logits`` [n, V]: greedy at temperature ≤ 0, else softmax(z / T) cut to the
+    top-p nucleus (the order HF applies them: temperature, then top-p). -> [n] long."""
+    if temperature <= 0:
+        return logits.argmax(-1)
+    probs = top_p_filter(logits.float() / temperature, top_p).softmax(-1)
+    return torch.multinomial(probs, 1).squeeze(1)
+
+
+def lean_cache(model) -> DynamicCache | None:
+    """An empty KV cache the lean loop can prefill, share and shrink row-wise, or None when some layer
+    keeps another kind of state (linear attention, hybrid models): those go to HF ``generate``."""
+    cache = DynamicCache(config=model.config)
+    if all(type(layer) in (DynamicLayer, DynamicSlidingWindowLayer) for layer in cache.layers):
+        return cache
+    return None
+
+
+def sample_lean(model, cache: DynamicCache, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
+                max_new_tokens: int, temperature: float, top_p: float, stop_ids: tuple[int, ...],
+                pad_id: int) -> torch.Tensor:
+    """Responses [n, t ≤ max_new_tokens] (pad after a row's stop token) to left-padded prompts [n, P].
+
+    Rows with the same prompt share one prefill: the distinct prompts run once and the cache is
+    indexed out to their rows. Every step samples a token for each live row, and rows whose token is
+    a stop id leave the batch (their cache rows too) before the next forward; the loop ends when no
+    row is live or the budget is spent. Positions skip the left padding, as ``generate``'s do."""
+    n = prompt_ids.shape[0]
+    dev = prompt_ids.device
+    keyed = torch.cat([prompt_ids, prompt_mask.to(prompt_ids.dtype)], 1)  # [n, 2P]: a row's whole prompt
+    distinct, row_of = torch.unique(keyed, dim=0, return_inverse=True)  # [u, 2P], [n]
+    p = prompt_ids.shape[1]
+    u_mask = distinct[:, p:]
+    u_pos = (u_mask.cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=distinct[:, :p], attention_mask=u_mask, position_ids=u_pos, past_key_values=cache,
+                   use_cache=True, logits_to_keep=1).logits[:, -1]  # [u, V]
+    if not torch.equal(row_of, torch.arange(n, device=dev)):  # unique sorts: back to the rows' order, copied per row
+        cache.batch_select_indices(row_of)
+        logits = logits[row_of]
+    stops = torch.tensor(stop_ids, dtype=torch.long, device=dev)
+    out = torch.full((n, max_new_tokens), pad_id, dtype=torch.long, device=dev)
+    live = torch.arange(n, device=dev)  # [a] the rows still writing
+    mask = prompt_mask
+    pos = u_pos[row_of, -1] + 1  # [a] the next token's position
+    steps = 0
+    for t in range(max_new_tokens):
+        token = next_tokens(logits, temperature, top_p)  # [a]
+        out[live, t] = token
+        steps = t + 1
+        ended = torch.isin(token, stops)
+        if t + 1 == max_new_tokens:
+            break
+        if bool(ended.any()):  # one host sync a step, as generate's stopping check
+            keep = (~ended).nonzero(as_tuple=True)[0]
+            if keep.numel() == 0:
+                break
+            live, token, mask, pos = live[keep], token[keep], mask[keep], pos[keep]
+            cache.batch_select_indices(keep)
+        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1)
+        logits = model(input_ids=token[:, None], attention_mask=mask, position_ids=pos[:, None],
+                       past_key_values=cache, use_cache=True).logits[:, -1]
+        pos = pos + 1
+    return out[:, :steps]
+
+
+def resolve_sampler(name: str, model, stop: StopCriteria) -> tuple[str, DynamicCache | None]:
+    """``auto`` -> ``lean`` where its cache applies and no stop string is set, else ``hf``; ``lean``
+    named where it cannot run is an error naming why."""
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown rollout.sampler {name!r}; valid: {', '.join(SAMPLERS)}")
+    if name == "hf":
+        return "hf", None
+    cache = lean_cache(model)
+    why = "stop strings (rollout.stop) need generate's matching" if stop.strings else (
+        None if cache is not None else f"{type(model).__name__} keeps a cache the lean loop cannot share")
+    if why is None:
+        return "lean", cache
+    if name == "lean":
+        raise UserError(f"rollout.sampler=lean: {why}; use rollout.sampler=hf or auto")
+    return "hf", None
+
+
 @torch.no_grad()
 def generate_rollouts(
     model,
@@ -72,6 +182,7 @@ def generate_rollouts(
     max_prompt_len: int | None = None,
     *,
     stop: StopCriteria | None = None,
+    sampler: str = "auto",
 ) -> Rollouts:
     """B prompts -> B*G responses in prompt-major order.
 
@@ -80,7 +191,7 @@ def generate_rollouts(
     says (default: the model's and tokenizer's EOS). Randomness comes from torch's global generator,
     which the trainer seeds and checkpoints. ``max_prompt_len`` cuts longer prompts from the left
     (the end, with the question and the assistant header, is kept); training drops such prompts at
-    load time instead (``rollout.overlong_prompts``).
+    load time instead (``rollout.overlong_prompts``). ``sampler``: see the module docstring.
     """
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     stop = stop or resolve_stop(model, tokenizer)
@@ -107,12 +218,15 @@ def generate_rollouts(
     # model on CPU); only the token ids leave it, copied into ordinary tensors below
     with plain_generation_config(model), torch.inference_mode():
         for start in range(0, n, batch_size):
-            out = model.generate(
-                input_ids=prompt_ids[start : start + batch_size].to(device),
-                attention_mask=prompt_mask[start : start + batch_size].to(device),
-                generation_config=gen_cfg,
-                tokenizer=tokenizer if stop.strings else None,
-            )
+            ids = prompt_ids[start : start + batch_size].to(device)
+            am = prompt_mask[start : start + batch_size].to(device)
+            kind, cache = resolve_sampler(sampler, model, stop)
+            if kind == "lean":
+                chunks.append(sample_lean(model, cache, ids, am, max_new_tokens, temperature, top_p, stop.token_ids,
+                                          pad_id).cpu())
+                continue
+            out = model.generate(input_ids=ids, attention_mask=am, generation_config=gen_cfg,
+                                 tokenizer=tokenizer if stop.strings else None)
             chunks.append(out[:, p:].cpu())  # [b, t_chunk]
     model.train(was_training)
 

@@ -129,7 +129,7 @@ class GRPOTrainer:
             r.get("engine", "hf"), model=self.model, tokenizer=self.tokenizer, policy=self.actor.sampling,
             batch_size=r["batch_size"], device=self.device, dtype=self.precision.compute,
             max_model_len=self._max_model_len(), vllm_cfg={"seed": cfg.seed, **(r.get("vllm") or {})},
-            weights_version=lambda: self.actor.updates, zero3=self.actor.zero3,
+            weights_version=lambda: self.actor.updates, zero3=self.actor.zero3, sampler=r.get("sampler", "auto"),
         )
         ddp.print0(f"rollout: {self.rollout.name}")
         self.tracker = build_tracker(c(cfg.logger), c(cfg), self.out_dir, self.step if self.resume_from else None, self.rank)
