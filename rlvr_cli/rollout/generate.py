@@ -17,9 +17,9 @@ import contextlib
 
 import torch
 from transformers import DynamicCache, GenerationConfig
-from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 
 from rlvr_cli.errors import UserError
+from rlvr_cli.rollout.logprobs import position_ids_from_mask, shareable_cache, shared_prompts
 from rlvr_cli.rollout.stopping import StopCriteria, resolve_stop, response_mask
 from rlvr_cli.types import Prompt, Rollouts
 
@@ -96,15 +96,6 @@ def next_tokens(logits: torch.Tensor, temperature: float, top_p: float) -> torch
     return torch.multinomial(probs, 1).squeeze(1)
 
 
-def lean_cache(model) -> DynamicCache | None:
-    """An empty KV cache the lean loop can prefill, share and shrink row-wise, or None when some layer
-    keeps another kind of state (linear attention, hybrid models): those go to HF ``generate``."""
-    cache = DynamicCache(config=model.config)
-    if all(type(layer) in (DynamicLayer, DynamicSlidingWindowLayer) for layer in cache.layers):
-        return cache
-    return None
-
-
 def sample_lean(model, cache: DynamicCache, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
                 max_new_tokens: int, temperature: float, top_p: float, stop_ids: tuple[int, ...],
                 pad_id: int) -> torch.Tensor:
@@ -116,12 +107,9 @@ def sample_lean(model, cache: DynamicCache, prompt_ids: torch.Tensor, prompt_mas
     row is live or the budget is spent. Positions skip the left padding, as ``generate``'s do."""
     n = prompt_ids.shape[0]
     dev = prompt_ids.device
-    keyed = torch.cat([prompt_ids, prompt_mask.to(prompt_ids.dtype)], 1)  # [n, 2P]: a row's whole prompt
-    distinct, row_of = torch.unique(keyed, dim=0, return_inverse=True)  # [u, 2P], [n]
-    p = prompt_ids.shape[1]
-    u_mask = distinct[:, p:]
-    u_pos = (u_mask.cumsum(-1) - 1).clamp(min=0)
-    logits = model(input_ids=distinct[:, :p], attention_mask=u_mask, position_ids=u_pos, past_key_values=cache,
+    u_ids, u_mask, row_of = shared_prompts(prompt_ids, prompt_mask, prompt_ids.shape[1])  # [u, P] x2, [n]
+    u_pos = position_ids_from_mask(u_mask)
+    logits = model(input_ids=u_ids, attention_mask=u_mask, position_ids=u_pos, past_key_values=cache,
                    use_cache=True, logits_to_keep=1).logits[:, -1]  # [u, V]
     if not torch.equal(row_of, torch.arange(n, device=dev)):  # unique sorts: back to the rows' order, copied per row
         cache.batch_select_indices(row_of)
@@ -159,7 +147,7 @@ def resolve_sampler(name: str, model, stop: StopCriteria) -> tuple[str, DynamicC
         raise ValueError(f"unknown rollout.sampler {name!r}; valid: {', '.join(SAMPLERS)}")
     if name == "hf":
         return "hf", None
-    cache = lean_cache(model)
+    cache = shareable_cache(model)
     why = "stop strings (rollout.stop) need generate's matching" if stop.strings else (
         None if cache is not None else f"{type(model).__name__} keeps a cache the lean loop cannot share")
     if why is None:

@@ -34,10 +34,35 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-PACKING = ("off", "block_mask", "varlen", "auto")
-# ``auto`` packs (block mask) only where it cuts the forward's token slots by at least this share: with a
-# dense mask, attention still costs C² per bin, so a batch with little padding runs faster padded
+PACKING = ("off", "block_mask", "varlen", "prefix", "auto")
+# ``auto`` leaves the padded forward only where another layout cuts its token slots by at least this
+# share: with a dense mask, attention still costs C² per bin, so a batch with little padding runs
+# faster padded
 AUTO_MIN_SAVING = 0.2
+
+
+def shareable_cache(model):
+    """An empty KV cache (``DynamicCache``) whose rows can be indexed out and dropped, or None when some
+    layer keeps another kind of state (linear attention, hybrid models): only attention caches let
+    rows share a prompt's keys and values."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
+
+    cache = DynamicCache(config=model.config)
+    if all(type(layer) in (DynamicLayer, DynamicSlidingWindowLayer) for layer in cache.layers):
+        return cache
+    return None
+
+
+def shared_prompts(input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distinct prompts of a batch and the prompt of each row: (ids [u, P], mask [u, P]), row_of [n].
+    Two rows share a prompt when their ids and mask agree over the P prompt columns (GRPO's G rows
+    of one problem do)."""
+    p = prompt_len
+    keyed = torch.cat([input_ids[:, :p], attention_mask[:, :p].to(input_ids.dtype)], 1)  # [n, 2P]
+    distinct, row_of = torch.unique(keyed, dim=0, return_inverse=True)  # [u, 2P], [n]
+    return distinct[:, :p], distinct[:, p:].to(attention_mask.dtype), row_of
 
 
 @dataclass
@@ -121,20 +146,53 @@ def pack_rows(input_ids: torch.Tensor, attention_mask: torch.Tensor, response_ma
     return Packed(ids.view(n_bins, cap), positions.view(n_bins, cap), segments.view(n_bins, cap), gather)
 
 
+def _prefix_hidden(model, body, input_ids, attention_mask, prompt_len, shared) -> torch.Tensor:
+    """[n, T, H] hidden states that predict the response tokens, with each distinct prompt run once:
+    its keys and values are indexed out to its rows (a differentiable gather: the rows' gradients
+    add up on the one prompt forward) and the responses run on top of them, positions continuing
+    after the prompt. The same causal attention as the padded forward, over u·P + n·(T-1) slots."""
+    p = prompt_len
+    u_ids, u_mask, row_of = shared
+    cache = shareable_cache(model)
+    if cache is None:
+        raise ValueError(f"packing='prefix': {type(model).__name__} keeps a cache whose rows cannot share a prompt")
+    prompt_h = body(input_ids=u_ids, attention_mask=u_mask, position_ids=position_ids_from_mask(u_mask),
+                    past_key_values=cache, use_cache=True).last_hidden_state  # [u, P, H]
+    first = prompt_h[row_of, -1:]  # [n, 1, H]: the last prompt token predicts response token 0
+    if input_ids.shape[1] - p <= 1:
+        return first
+    cache.batch_select_indices(row_of)  # [u, ...] -> [n, ...]
+    resp_h = body(input_ids=input_ids[:, p:-1], attention_mask=attention_mask[:, :-1],
+                  position_ids=position_ids_from_mask(attention_mask[:, :-1])[:, p:], past_key_values=cache,
+                  use_cache=True).last_hidden_state  # [n, T-1, H]
+    return torch.cat([first, resp_h], 1)
+
+
 def _body_hidden(model, body, input_ids, attention_mask, response_mask, prompt_len, packing,
-                 info: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 info: dict | None = None, share_prompts: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Hidden states [M, H] that predict the valid response tokens (row-major), and a spare [1, H]
-    row for dummy chunks: the padded forward, or the packed one (``packing``). ``info`` gets the
-    mode used and the token slots the forward ran over."""
+    row for dummy chunks: the padded forward, the packed one or the prompt-sharing one (``packing``).
+    ``info`` gets the mode used and the token slots the forward ran over."""
     n, total = input_ids.shape
     t = total - prompt_len
-    packed = None
-    if packing != "off":
+    packed = shared = None
+    slots = {"off": n * (total - 1)}
+    if packing in ("block_mask", "varlen", "auto"):
         packed = pack_rows(input_ids, attention_mask, response_mask, prompt_len, one_bin=packing == "varlen")
-        if packing == "auto":
-            packing = "block_mask" if packed.input_ids.numel() <= (1 - AUTO_MIN_SAVING) * n * (total - 1) else "off"
+        slots["block_mask"] = slots["varlen"] = packed.input_ids.numel()
+    if packing == "prefix" or (packing == "auto" and share_prompts):
+        shared = shared_prompts(input_ids, attention_mask, prompt_len)
+        slots["prefix"] = shared[0].numel() + n * (t - 1)
+    if packing == "auto":  # the fewest slots, if they save enough
+        best = min((m for m in ("block_mask", "prefix") if m in slots), key=slots.__getitem__)
+        packing = best if slots[best] <= (1 - AUTO_MIN_SAVING) * slots["off"] else "off"
     if info is not None:
-        info.update(mode=packing, slots=n * (total - 1) if packing == "off" else packed.input_ids.numel())
+        info.update(mode=packing, slots=slots[packing])
+    if packing == "prefix":
+        hidden = _prefix_hidden(model, body, input_ids, attention_mask, prompt_len, shared)  # [n, T, H]
+        idx = response_mask.reshape(-1).bool().nonzero(as_tuple=True)[0]
+        flat = hidden.reshape(n * t, -1)
+        return flat[idx], flat[:1]
     if packing == "off":
         # The body sees all but the last token: hidden state at position j predicts token j+1.
         hidden = body(
@@ -198,6 +256,7 @@ def policy_token_stats(
     min_chunks: int = 0,
     packing: str = "off",
     info: dict | None = None,
+    share_prompts: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Token statistics of the responses under ``model``.
 
@@ -215,8 +274,14 @@ def policy_token_stats(
             into bins with a block-diagonal causal mask (exact with ``sdpa`` and ``eager``);
             ``varlen`` — all rows in one sequence delimited by restarting ``position_ids`` alone
             (``flash_attention_2``'s varlen path; elsewhere the rows would attend to each other);
-            ``auto`` — ``block_mask`` where it saves ≥ 20% of the padded token slots, else ``off``.
+            ``prefix`` — each distinct prompt runs once and its rows' responses run on its keys and
+            values (GRPO's G responses to one problem share it): u·P + n·(T-1) slots, exact with any
+            attention; two body calls, so not under ZeRO-3 (ranks must gather alike) nor with
+            activation checkpointing (its recompute would append to the cache twice);
+            ``auto`` — the layout with the fewest token slots (``block_mask``, or ``prefix`` where
+            ``share_prompts``) where it saves ≥ 20% of the padded ones, else ``off``.
         info: if given, filled with the ``mode`` used and the token ``slots`` of the body's forward.
+        share_prompts: whether ``auto`` may choose ``prefix``.
     Returns:
         {name: [n, T] float32}.
     """
@@ -235,7 +300,8 @@ def policy_token_stats(
     body = model.get_decoder() if hasattr(model, "get_decoder") else model.model
     lm_head = model.get_output_embeddings()
     idx = response_mask.reshape(-1).bool().nonzero(as_tuple=True)[0]  # [M] valid tokens only
-    h_valid, dummy_h = _body_hidden(model, body, input_ids, attention_mask, response_mask, prompt_len, packing, info)
+    h_valid, dummy_h = _body_hidden(model, body, input_ids, attention_mask, response_mask, prompt_len, packing, info,
+                                    share_prompts)
     y_valid = input_ids[:, prompt_len:].reshape(-1)[idx]  # [M]
 
     pieces: list[list[torch.Tensor]] = [[] for _ in names]

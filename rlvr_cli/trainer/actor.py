@@ -27,6 +27,7 @@ import torch
 
 from rlvr_cli import dist as ddp
 from rlvr_cli.rollout import policy_token_stats
+from rlvr_cli.rollout.logprobs import shareable_cache
 from rlvr_cli.trainer.precision import Precision
 from rlvr_cli.types import Rollouts, TrainBatch
 
@@ -105,7 +106,7 @@ class Actor:
         self.chunk_size, self.checkpoint_logits = int(chunk_size), checkpoint_logits
         self.ref_model, self.zero3 = ref_model, zero3
         self.remove_padding = bool(remove_padding)
-        self.forward_stats = {"forwards": 0, "packed": 0, "slots": 0, "tokens": 0}  # since the last take
+        self.forward_stats = {"forwards": 0, "packed": 0, "shared": 0, "slots": 0, "tokens": 0}  # since the last take
         self.world = ddp.world_size()
         self._record: tuple[str, ...] = ()  # statistics of the update's forwards kept for the caller
         self._recorded: list[dict[str, torch.Tensor]] | None = None
@@ -151,31 +152,44 @@ class Actor:
             out = policy_token_stats(
                 model, ro.input_ids.to(self.device), ro.attention_mask.to(self.device), ro.response_mask.to(self.device),
                 ro.prompt_len, self.temperature, names, grad_names, fns or {}, self.chunk_size, bool(ckpt_logits), min_chunks,
-                packing=self.packing(model), info=info,
+                packing=self.packing(model), info=info, share_prompts=self.share_prompts(model),
             )
         fs = self.forward_stats
         fs["forwards"] += 1
         fs["packed"] += info["mode"] != "off"
+        fs["shared"] += info["mode"] == "prefix"
         fs["slots"] += info["slots"]
         fs["tokens"] += int(ro.attention_mask.sum()) - len(ro.attention_mask)  # the body's valid inputs
         return out
 
     def packing(self, model: torch.nn.Module) -> str:
         """How a forward drops padding (``algo.use_remove_padding``): flash-attention's varlen path
-        where the model runs it, else rows packed under a block-diagonal mask wherever that saves
-        token slots (``auto``), or the padded batch when it is off."""
+        where the model runs it, else ``auto``: rows packed under a block-diagonal mask, or each
+        distinct prompt run once for its rows (where ``share_prompts``), whichever saves the most
+        token slots; the padded batch when it is off."""
         if not self.remove_padding:
             return "off"
         attn = str(getattr(model.config, "_attn_implementation", None) or "sdpa")
         return "varlen" if attn.startswith("flash_attention") else "auto"
 
+    def share_prompts(self, model: torch.nn.Module) -> bool:
+        """Whether ``auto`` may run each distinct prompt once for all its rows (``packing='prefix'``):
+        with an attention-only KV cache, one process's own forward (under ZeRO-3 every rank must call
+        the body as often as the others) and no activation checkpointing (its recompute would append
+        to the shared cache twice)."""
+        if not self.remove_padding or self.zero3 or getattr(model, "is_gradient_checkpointing", False):
+            return False
+        return shareable_cache(model) is not None
+
     def take_forward_stats(self) -> dict[str, float]:
-        """``perf/`` metrics of the forwards since the last call: the share of them that ran packed and
-        the share of their token slots that were padding."""
-        fs, self.forward_stats = self.forward_stats, {"forwards": 0, "packed": 0, "slots": 0, "tokens": 0}
+        """``perf/`` metrics of the forwards since the last call: the share of them that ran without
+        padding (packed, or prompts shared), the share that shared prompts, and the share of their
+        token slots that were padding."""
+        fs, self.forward_stats = self.forward_stats, {"forwards": 0, "packed": 0, "shared": 0, "slots": 0, "tokens": 0}
         if not fs["forwards"]:
             return {}
         return {"perf/packed_forward_frac": fs["packed"] / fs["forwards"],
+                "perf/shared_prompt_forward_frac": fs["shared"] / fs["forwards"],
                 "perf/padding_frac": max(0.0, 1 - fs["tokens"] / max(fs["slots"], 1))}
 
     @torch.no_grad()

@@ -170,3 +170,70 @@ def test_auto_packing_runs_padded_when_there_is_little_padding():
     assert full["mode"] == "off"
     with pytest.raises(ValueError, match="block_mask"):
         policy_token_stats(model, ids, attn, resp, p, packing="bogus")
+
+
+def _grouped_batch(groups=3, g=4, p=10, t=40, seed=0, vocab=64):
+    """GRPO's shape: ``groups`` prompts of different lengths (left padding), ``g`` responses each of
+    1 to ``t`` tokens (right padding), every row's response different."""
+    gen = torch.Generator().manual_seed(seed)
+    n = groups * g
+    ids = torch.randint(3, vocab, (n, p + t), generator=gen)
+    prompt = torch.randint(3, vocab, (groups, p), generator=gen).repeat_interleave(g, 0)
+    ids[:, :p] = prompt
+    attn = torch.ones(n, p + t, dtype=torch.long)
+    resp = torch.zeros(n, t)
+    resp_lens = torch.randint(1, t + 1, (n,), generator=gen)
+    for i in range(n):
+        attn[i, : (i // g) * 3] = 0  # prompts of 10, 7, 4 tokens
+        attn[i, p + int(resp_lens[i]):] = 0
+        resp[i, : int(resp_lens[i])] = 1
+    return ids, attn, resp, p
+
+
+@pytest.mark.parametrize("attn_impl", ["sdpa", "eager"])
+def test_prompt_shared_forward_equals_padded_forward(attn_impl):
+    """``prefix``: each group's prompt runs once and its 4 rows' responses run on its keys and values.
+    Per-token log-probs, entropy and gradients are the padded forward's within 1e-5 relative in fp32.
+    In float64 the forward is exact; gradients agree to 1e-6 only, because Qwen2's RMSNorm computes in
+    float32 and the rows' gradients now meet before it rather than after."""
+    ids, attn, resp, p = _grouped_batch()
+    for dtype, tol, gtol in ((torch.float32, 1e-5, 1e-5), (torch.float64, 1e-12, 1e-6))[: 2 if attn_impl == "sdpa" else 1]:
+        model = tiny_qwen2(hidden=64, layers=2)
+        model.config._attn_implementation = attn_impl
+        model = model.to(dtype).train()
+        a, ga = _stats_and_grads(model, ids, attn, resp, p, "off")
+        info = {}
+        model.zero_grad()
+        b = policy_token_stats(model, ids, attn, resp, p, 0.8, ("logprobs", "entropy"), ("logprobs", "entropy"),
+                               chunk_size=64, packing="prefix", info=info)
+        ((b["logprobs"] + 0.1 * b["entropy"]) * resp).sum().backward()
+        gb = [q.grad.clone() for q in model.parameters()]
+        assert info == {"mode": "prefix", "slots": 3 * p + ids.shape[0] * (ids.shape[1] - p - 1)}
+        for k in ("logprobs", "entropy"):
+            diff = ((a[k] - b[k]).detach() * resp).abs()
+            assert float((diff / (1 + a[k].detach().abs())).max()) <= tol, (k, dtype)
+            assert float((b[k].detach() * (1 - resp)).abs().max()) == 0
+        scale = max(float(g.abs().max()) for g in ga)
+        assert max(float((x - y).abs().max()) for x, y in zip(ga, gb)) <= gtol * scale
+
+
+def test_auto_takes_the_layout_with_the_fewest_slots():
+    """``auto`` with ``share_prompts``: groups sharing long prompts with short responses -> ``prefix``;
+    distinct prompts with a wide spread of response lengths -> ``block_mask``; without
+    ``share_prompts`` never ``prefix``."""
+    model = tiny_qwen2(hidden=64, layers=2)
+    model.config.max_position_embeddings = 256
+    ids, attn, resp, p = _grouped_batch(groups=2, g=8, p=30, t=12)
+    attn[:, :] = 1  # no padding at all: only sharing the prompts saves slots
+    resp[:, :] = 1
+    seen = {}
+    with torch.no_grad():
+        for share in (True, False):
+            info = {}
+            policy_token_stats(model, ids, attn, resp, p, packing="auto", info=info, share_prompts=share)
+            seen[share] = info["mode"]
+        wide = {}
+        w_ids, w_attn, w_resp, w_p = _wide_batch()
+        policy_token_stats(model, w_ids, w_attn, w_resp, w_p, packing="auto", info=wide, share_prompts=True)
+    assert seen == {True: "prefix", False: "off"}
+    assert wide["mode"] == "block_mask"

@@ -136,14 +136,16 @@ def test_every_method_that_allows_the_skip_trains_without_rollout_statistics(on_
     assert {"method=baseline", "method=entropy_bonus", "method=clip_cov", "method=kl_cov"} <= set(seen)
 
 
+@pytest.mark.parametrize("layout", ["block_mask", "prefix"])
 @pytest.mark.parametrize("method", [["method=clip_cov"], ["method=kl_cov", "method.ratio=0.05"], ["method=siren"]])
-def test_packed_and_padded_forwards_give_the_same_update(tmp_path, monkeypatch, method):
-    """algo.use_remove_padding packs every forward of scoring and update (forced here: the tiny batch
-    has too little padding for ``auto`` to pack); two mini-batches so the mini-batch statistics
-    (Clip-Cov, KL-Cov) and SIREN's regulariser all run on packed log-probs and entropies."""
-    import rlvr_cli.rollout.logprobs as lp
-
-    monkeypatch.setattr(lp, "AUTO_MIN_SAVING", -1.0)
+def test_packed_and_padded_forwards_give_the_same_update(tmp_path, monkeypatch, method, layout):
+    """algo.use_remove_padding runs every forward of scoring and update without padding (forced here
+    to one layout: rows packed under a block mask, or each group's prompt run once for its 4 rows);
+    two mini-batches so the mini-batch statistics (Clip-Cov, KL-Cov) and SIREN's regulariser all run
+    on those log-probs and entropies."""
+    real = Actor.packing
+    monkeypatch.setattr(Actor, "packing", lambda self, model: real(self, model) and layout if self.remove_padding
+                        else "off")
     results = []
     for packed in (False, True):
         cfg = compose_train([*method, f"algo.use_remove_padding={str(packed).lower()}", "algo.mini_batch_size=8",
@@ -164,3 +166,20 @@ def test_packed_and_padded_forwards_give_the_same_update(tmp_path, monkeypatch, 
     assert m_a["loss/total"] == pytest.approx(m_b["loss/total"], rel=1e-4, abs=1e-6)
     for a, b in zip(w_a, w_b):
         assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max().item()
+
+
+def test_prompts_are_shared_only_where_the_forward_allows_it():
+    """``auto`` may share a prompt's forward across its rows with one process's own forward and plain
+    activations; not under ZeRO-3 (ranks must call the body alike), nor with activation
+    checkpointing (its recompute would append to the cache again), nor with use_remove_padding off."""
+    from types import SimpleNamespace
+
+    from tests.conftest import tiny_qwen2
+
+    model = tiny_qwen2()
+    plain = SimpleNamespace(remove_padding=True, zero3=False)
+    assert Actor.share_prompts(plain, model)
+    assert not Actor.share_prompts(SimpleNamespace(remove_padding=True, zero3=True), model)
+    assert not Actor.share_prompts(SimpleNamespace(remove_padding=False, zero3=False), model)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    assert not Actor.share_prompts(plain, model)
