@@ -55,7 +55,7 @@ def shareable_cache(model):
 
 
 def shared_prompts(input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The distinct prompts of a batch and the prompt of each row: (ids [u, P], mask [u, P]), row_of [n].
     Two rows share a prompt when their ids and mask agree over the P prompt columns (GRPO's G rows
     of one problem do)."""
@@ -275,8 +275,8 @@ def policy_token_stats(
             ``varlen`` — all rows in one sequence delimited by restarting ``position_ids`` alone
             (``flash_attention_2``'s varlen path; elsewhere the rows would attend to each other);
             ``prefix`` — each distinct prompt runs once and its rows' responses run on its keys and
-            values (GRPO's G responses to one problem share it): u·P + n·(T-1) slots, exact with any
-            attention; two body calls, so not under ZeRO-3 (ranks must gather alike) nor with
+            values (GRPO's G responses to one problem share it): u·P + n·(T-1) slots, the padded
+            forward's attention with any implementation; two body calls, so not under ZeRO-3 (ranks must gather alike) nor with
             activation checkpointing (its recompute would append to the cache twice);
             ``auto`` — the layout with the fewest token slots (``block_mask``, or ``prefix`` where
             ``share_prompts``) where it saves ≥ 20% of the padded ones, else ``off``.

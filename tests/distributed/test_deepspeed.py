@@ -79,11 +79,13 @@ def test_rlvr_train_launches_two_ranks_and_exports_hf(tmp_path, trainer, port):
 
 def test_zero3_with_reference_kl_partitions_the_reference_and_trains(tmp_path):
     """KL on under ZeRO-3: the reference is a DeepSpeed ZeRO-3 inference engine on both ranks, its
-    forwards stay in step with the other rank's, and the KL term is logged."""
+    forwards stay in step with the other rank's, and the KL term is logged. The entropy bonus gives the
+    first mini-batch a gradient whatever the rewards (a mini-batch of zero-advantage groups alone would
+    not move the policy, and the KL would be 0 for want of a step, not for a fault)."""
     out = tmp_path / "run"
     r = subprocess.run([sys.executable, "-m", "rlvr_cli.cli", "train", *TINY, "trainer=zero3", "trainer.gpus=2",
                         "trainer.device=cpu", "trainer.master_port=29620", "algo.kl.enabled=true", "algo.kl.coef=0.1",
-                        "trainer.max_steps=1", f"out_dir={out}"],
+                        "method=entropy_bonus", "trainer.max_steps=1", f"out_dir={out}"],
                        env=ENV, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "KL reference: ZeRO-3 partitioned over 2 ranks" in r.stdout
