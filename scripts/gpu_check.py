@@ -21,7 +21,7 @@
    is installed, else ``sdpa`` with the block-diagonal mask; tolerance: mean |Δ log p| ≤ 1e-2 and
    max ≤ 0.25 in bf16 (different kernels round differently), 1e-4 in fp32 (the CPU smoke); both
    forwards + backwards timed. The rows come in groups of 4 (2 in the smoke) sharing a prompt, and with ``sdpa`` the
-   prompt-shared forward (``packing=prefix``) is compared and timed the same way;
+   prompt-shared forwards (``packing=prefix`` and ``prefix_block``) are compared and timed the same way;
 7. the lean sampler vs HF ``generate`` (``rollout.sampler``): greedy first tokens agree on ≥ 90% of
    the rows (bf16 kernels may flip near-ties later on), and both are timed on 64 rows x 256 tokens.
 
@@ -184,7 +184,7 @@ def packing_check(model_dir: Path, out_json: Path, smoke: bool) -> None:
     res: dict = {"attn_implementation": attn, "packing": mode, "dtype": str(dtype), "rows": n,
                  "valid_frac": float(resp.sum() / resp.numel())}
     out = {}
-    layouts = ("off", mode) + (("prefix",) if attn == "sdpa" else ())
+    layouts = ("off", mode) + (("prefix", "prefix_block") if attn == "sdpa" else ())
     for name in layouts:
         times = []
         for _ in range(3):
@@ -309,7 +309,9 @@ def main() -> None:
                   f"{r['logprob_abs_diff_mean']:.2e} max {r['logprob_abs_diff_max']:.2e}; fwd+bwd padded "
                   f"{r['off_fwd_bwd_s']:.3f} s, packed {r[r['packing'] + '_fwd_bwd_s']:.3f} s ({r['speedup']:.2f}x)"
                   + (f"; prompts shared {r['prefix_fwd_bwd_s']:.3f} s ({r['prefix_speedup']:.2f}x, |Δlogp| max "
-                     f"{r['prefix_logprob_abs_diff_max']:.2e})" if "prefix_speedup" in r else "")
+                     f"{r['prefix_logprob_abs_diff_max']:.2e}; packed with prompts shared {r['prefix_block_fwd_bwd_s']:.3f} s "
+                     f"({r['prefix_block_speedup']:.2f}x, |Δlogp| max {r['prefix_block_logprob_abs_diff_max']:.2e})"
+                     if "prefix_speedup" in r else "")
                   + f"; sampler hf {r['sampler_hf_s']:.2f} s, lean {r['sampler_lean_s']:.2f} s, greedy first tokens "
                     f"agree {r['sampler_first_token_agree']:.2f}")
         else:

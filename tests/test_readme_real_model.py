@@ -97,6 +97,7 @@ def test_gpu_check_script_runs_in_its_cpu_smoke_mode(tmp_path):
     # padding-free forwards: packed vs padded token log-probs (sdpa + block mask on the CPU, fp32)
     assert packing["trainer"] == "packing" and packing["ok"] and packing["logprob_abs_diff_max"] < 1e-4
     assert packing["prefix_logprob_abs_diff_max"] < 1e-4  # prompts shared per group (step 6)
+    assert packing["prefix_block_logprob_abs_diff_max"] < 1e-4  # packed with prompts shared (step 6)
     assert packing["sampler_first_token_agree"] == 1.0 and packing["sampler_lean_tokens"] > 0  # step 7
     assert run["ok"] and run["checkpointed_layer_calls"] > 0 and run["export_max_abs_diff"] < 1e-2
     import importlib.util

@@ -42,6 +42,7 @@ from rlvr_cli.errors import UserError
 from rlvr_cli.rollout.generate import eos_token_ids
 from rlvr_cli.rollout.stopping import StopCriteria, response_mask as stop_response_mask
 from rlvr_cli.rollout.logprobs import position_ids_from_mask
+from rlvr_cli.rollout.sampling import sampling_scores
 from rlvr_cli.types import Prompt, Rollouts
 
 DRIVERS = ("rl", "base")
@@ -68,29 +69,6 @@ class ExtrapolateConfig:
 
 
 # ------------------------------------------------------------------------------------ pure helpers
-def top_p_mask(scores: torch.Tensor, top_p: float) -> torch.Tensor:
-    """Nucleus of softmax(scores): the smallest set of most likely tokens whose mass reaches ``top_p``
-    (the argmax always kept, as HF's ``TopPLogitsWarper``). scores [B, V] (−inf allowed) -> bool [B, V]."""
-    if top_p >= 1.0:
-        return torch.isfinite(scores)
-    sorted_scores, order = scores.sort(dim=-1, descending=True)  # [B, V]
-    probs = sorted_scores.softmax(-1)
-    mass_before = probs.cumsum(-1) - probs  # mass of the strictly more likely tokens
-    keep_sorted = mass_before < top_p
-    keep_sorted[..., 0] = True
-    keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
-    return keep & torch.isfinite(scores)
-
-
-def sampling_scores(logprobs: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
-    """Scores whose softmax is the sampling distribution: logprobs / T outside the top-p nucleus set to
-    −inf. Greedy (T ≤ 0): the logprobs themselves (sampling then takes the argmax). [B, V] -> [B, V]."""
-    if temperature <= 0:
-        return logprobs
-    scaled = logprobs / temperature
-    return scaled.masked_fill(~top_p_mask(scaled, top_p), float("-inf"))
-
-
 def candidate_mask(driver_logprobs: torch.Tensor, k: int) -> torch.Tensor:
     """The driver's top-k tokens (all tokens when k = 0 or k ≥ V). [B, V] -> bool [B, V]."""
     if k <= 0 or k >= driver_logprobs.shape[-1]:

@@ -20,6 +20,7 @@ from transformers import DynamicCache, GenerationConfig
 
 from rlvr_cli.errors import UserError
 from rlvr_cli.rollout.logprobs import position_ids_from_mask, shareable_cache, shared_prompts
+from rlvr_cli.rollout.sampling import sampling_scores
 from rlvr_cli.rollout.stopping import StopCriteria, resolve_stop, response_mask
 from rlvr_cli.types import Prompt, Rollouts
 
@@ -76,23 +77,12 @@ def plain_generation_config(model):
 SAMPLERS = ("auto", "lean", "hf")
 
 
-def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
-    """Nucleus filtering as transformers' ``TopPLogitsWarper``: keep the smallest set of most likely
-    tokens whose probability reaches ``top_p`` (at least one), the rest set to -inf. [n, V] -> [n, V]."""
-    if top_p >= 1.0:
-        return logits
-    ordered, order = torch.sort(logits, descending=False)
-    drop = ordered.softmax(-1).cumsum(-1) <= (1 - top_p)  # [n, V], ascending probability
-    drop[:, -1] = False
-    return logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
-
-
 def next_tokens(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
     """One token per row from ``logits`` [n, V]: greedy at temperature ≤ 0, else softmax(z / T) cut to the
     top-p nucleus (the order HF applies them: temperature, then top-p). -> [n] long."""
     if temperature <= 0:
         return logits.argmax(-1)
-    probs = top_p_filter(logits.float() / temperature, top_p).softmax(-1)
+    probs = sampling_scores(logits.float(), temperature, top_p).softmax(-1)
     return torch.multinomial(probs, 1).squeeze(1)
 
 

@@ -34,11 +34,13 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-PACKING = ("off", "block_mask", "varlen", "prefix", "auto")
-# ``auto`` leaves the padded forward only where another layout cuts its token slots by at least this
-# share: with a dense mask, attention still costs C² per bin, so a batch with little padding runs
-# faster padded
+PACKING = ("off", "block_mask", "varlen", "prefix", "prefix_block", "auto")
+# ``auto`` leaves the padded forward only where another layout cuts its estimated cost
+# (``forward_cost``) by at least this share: building a mask and gathering cost something too, so a
+# batch with little padding runs faster padded
 AUTO_MIN_SAVING = 0.2
+# ``prefix_block`` tries units of up to these multiples of the longest row's tokens
+UNIT_CAPS = (1, 2, 4, 8)
 
 
 def shareable_cache(model):
@@ -67,83 +69,131 @@ def shared_prompts(input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt
 
 @dataclass
 class Packed:
-    """The rows of a micro-batch without padding: each row's valid tokens (prompt, then response
-    up to its end, less the last token, whose hidden state predicts nothing) placed one after another
-    in ``bins`` of ``C`` tokens, ``position_ids`` restarting at 0 for every row.
+    """The rows of a micro-batch without padding, in ``bins`` of ``C`` tokens. A row's valid tokens
+    (prompt, then response up to its end, less the last token, whose hidden state predicts nothing)
+    form one unit; with shared prompts, a unit is one prompt followed by the responses of several of
+    its rows, each response attending to the prompt and to itself. Positions restart at 0 for every
+    unit, and each response continues its prompt's positions.
 
-    ``segments`` [bins, C] is the row of each place (-1 on the padding left at a bin's end);
-    ``gather`` [M] the flat places (b·C + j) of the hidden states that predict the valid response
-    tokens, in the row-major order of ``response_mask`` (the order the padded path uses)."""
+    ``segments`` [bins, C] is the unit of each place (the row itself without sharing; -1 on the
+    padding left at a bin's end); ``rows`` [bins, C] the row of a response place (-1 on prompt and
+    padding places); ``gather`` [M] the flat places (b·C + j) of the hidden states that predict the
+    valid response tokens, in the row-major order of ``response_mask`` (the order the padded path uses)."""
 
     input_ids: torch.Tensor  # [bins, C]
     position_ids: torch.Tensor  # [bins, C]
     segments: torch.Tensor  # [bins, C] long
+    rows: torch.Tensor  # [bins, C] long
     gather: torch.Tensor  # [M] long
 
     def block_mask(self, dtype: torch.dtype | None = None) -> torch.Tensor:
-        """[bins, 1, C, C] causal attention within each row only (padding attends to padding, so no
-        query is fully masked). bool (True = attend) for ``sdpa``; an additive float mask of
-        ``dtype`` (0 / finfo.min) for ``eager``, which reads a bool mask wrongly."""
-        seg = self.segments
+        """[bins, 1, C, C] causal attention within a unit, a response seeing its prompt and itself only
+        (padding attends to padding, so no query is fully masked). bool (True = attend) for ``sdpa``;
+        an additive float mask of ``dtype`` (0 / finfo.min) for ``eager``, which reads a bool mask wrongly."""
+        seg, rows = self.segments, self.rows
         c = seg.shape[1]
         causal = torch.ones(c, c, dtype=torch.bool, device=seg.device).tril()
-        allowed = (seg[:, :, None] == seg[:, None, :]) & causal  # [bins, C, C]
-        allowed = allowed[:, None]
+        own = (rows[:, None, :] == -1) | (rows[:, :, None] == rows[:, None, :])  # key is a prompt, or the query's row
+        allowed = ((seg[:, :, None] == seg[:, None, :]) & own & causal)[:, None]  # [bins, 1, C, C]
         if dtype is None or dtype == torch.bool:
             return allowed
         zero = torch.zeros((), dtype=dtype, device=seg.device)
         return torch.where(allowed, zero, torch.tensor(torch.finfo(dtype).min, dtype=dtype, device=seg.device))
 
+    def attention_pairs(self) -> int:
+        """Query-key pairs a dense-mask attention computes over the bins: bins · C²."""
+        bins, c = self.input_ids.shape
+        return bins * c * c
+
+
+def _units(p_len: list[int], feed: list[int], share: torch.Tensor | None, cap: int | None) -> list[list[int]]:
+    """The rows of each packing unit: one row each, or (``share``: the prompt of each row) the rows of one
+    prompt together, split where a unit would pass ``cap`` tokens (default: the longest single row)."""
+    if share is None:
+        return [[r] for r in range(len(p_len))]
+    limit = cap or max(p + f for p, f in zip(p_len, feed))
+    groups: dict[int, list[int]] = {}
+    for r, u in enumerate(share.tolist()):
+        groups.setdefault(u, []).append(r)
+    units = []
+    for rows in groups.values():
+        cur: list[int] = []
+        used = 0
+        for r in rows:
+            if cur and used + feed[r] > limit:
+                units.append(cur)
+                cur = []
+            if not cur:
+                used = p_len[r]
+            cur.append(r)
+            used += feed[r]
+        units.append(cur)
+    return units
+
 
 def pack_rows(input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor,
-              prompt_len: int, one_bin: bool = False) -> Packed:
+              prompt_len: int, one_bin: bool = False, share: torch.Tensor | None = None,
+              cap: int | None = None) -> Packed:
     """Pack a left-padded prompt + right-padded response batch ([n, P+T], response_mask [n, T]).
 
-    Rows go to bins first-fit in decreasing length (the bin size C is the longest row, so attention
-    within a bin costs no more than one padded row), or all into one bin (``one_bin``: varlen
-    attention, whose cost is Σ len² whatever the bin). All on the inputs' device; one host sync for
-    the lengths."""
-    n = input_ids.shape[0]
+    Units (a row; or with ``share`` [n], the prompt of each row as ``shared_prompts`` gives it, one
+    prompt and the responses of its rows, at most ``cap`` tokens each) go to bins first-fit in
+    decreasing length (the bin size C is the longest unit, so without sharing attention within a bin
+    costs no more than one padded row), or all into one bin (``one_bin``: varlen attention, whose cost
+    is Σ len² whatever the bin; rows only). All on the inputs' device; one host sync for the lengths."""
+    if one_bin and share is not None:
+        raise ValueError("one_bin packs rows delimited by their positions alone: prompts cannot be shared there")
+    n, t = response_mask.shape
     dev = input_ids.device
     prompt_valid = attention_mask[:, :prompt_len].bool()  # [n, P]
     resp_len = response_mask.sum(-1).long()  # [n]
     p_len = prompt_valid.sum(-1).long()  # [n]
-    # a row's tokens: its prompt, then its response less the last token (nothing to predict after it)
-    seq_len = p_len + (resp_len - 1).clamp(min=0)  # [n]
-    lengths = seq_len.tolist()
+    feed = (resp_len - 1).clamp(min=0)  # [n] response tokens a row feeds in (not its last)
+    p_host, feed_host = p_len.tolist(), feed.tolist()
+    units = _units(p_host, feed_host, share, cap)
+    lengths = [p_host[u[0]] + sum(feed_host[r] for r in u) for u in units]
     cap = sum(lengths) if one_bin else max(lengths)
     bins: list[int] = []  # tokens used per bin
-    where = [(0, 0)] * n  # (bin, offset) of each row
-    for i in sorted(range(n), key=lambda r: -lengths[r]):
+    base = [0] * len(units)  # flat place of each unit's first token
+    for i in sorted(range(len(units)), key=lambda u: -lengths[u]):
         for b, used in enumerate(bins):
             if used + lengths[i] <= cap:
-                where[i], bins[b] = (b, used), used + lengths[i]
+                base[i], bins[b] = b * cap + used, used + lengths[i]
                 break
         else:
-            where[i] = (len(bins), 0)
+            base[i] = len(bins) * cap
             bins.append(lengths[i])
-    n_bins = len(bins)
-    b_of = torch.tensor([w[0] for w in where], device=dev)
-    off = torch.tensor([w[1] for w in where], device=dev)
-    # every valid token of every row: (row, position in the row) -> flat place in the bins
-    full_valid = torch.cat([prompt_valid, response_mask.bool()], 1)  # [n, P+T]
-    keep_tok = full_valid.clone()
-    last = (prompt_len + resp_len - 1).clamp(min=0)  # the response's last token: dropped
-    has_resp = resp_len > 0
-    keep_tok[has_resp.nonzero(as_tuple=True)[0], last[has_resp]] = False
-    r_idx, c_idx = keep_tok.nonzero(as_tuple=True)  # row-major: a row's tokens in order
-    pos = (keep_tok.long().cumsum(-1) - 1)[r_idx, c_idx]  # position within the row
-    flat = b_of[r_idx] * cap + off[r_idx] + pos
-    ids = torch.zeros(n_bins * cap, dtype=input_ids.dtype, device=dev)
-    ids[flat] = input_ids[r_idx, c_idx]
-    positions = torch.zeros(n_bins * cap, dtype=torch.long, device=dev)
-    positions[flat] = pos
-    segments = torch.full((n_bins * cap,), -1, dtype=torch.long, device=dev)
-    segments[flat] = r_idx
-    # hidden state at row position p_len - 1 + k predicts response token k
-    rr, kk = response_mask.bool().nonzero(as_tuple=True)  # row-major, as the padded path's order
-    gather = b_of[rr] * cap + off[rr] + p_len[rr] - 1 + kk
-    return Packed(ids.view(n_bins, cap), positions.view(n_bins, cap), segments.view(n_bins, cap), gather)
+    unit_of, skip = [0] * n, [0] * n  # each row's unit, and the unit's response tokens before the row's
+    for i, rows in enumerate(units):
+        acc = 0
+        for r in rows:
+            unit_of[r], skip[r], acc = i, acc, acc + feed_host[r]
+    places = len(bins) * cap
+    lead = torch.tensor([u[0] for u in units], device=dev)  # the row whose prompt a unit carries
+    unit_t, skip_t = torch.tensor(unit_of, device=dev), torch.tensor(skip, device=dev)
+    base_t = torch.tensor(base, device=dev)
+    start = base_t[unit_t] + p_len + skip_t  # [n] the place of each row's response token 0
+    # prompt tokens, once per unit
+    pu, pc = prompt_valid[lead].nonzero(as_tuple=True)
+    p_pos = (prompt_valid[lead].long().cumsum(-1) - 1)[pu, pc]
+    p_flat = base_t[pu] + p_pos
+    # response tokens fed in: all but each row's last
+    ks = torch.arange(t, device=dev)
+    rr, kk = (response_mask.bool() & (ks[None] < feed[:, None])).nonzero(as_tuple=True)
+    r_flat = start[rr] + kk
+    ids = torch.zeros(places, dtype=input_ids.dtype, device=dev)
+    positions = torch.zeros(places, dtype=torch.long, device=dev)
+    segments = torch.full((places,), -1, dtype=torch.long, device=dev)
+    rows_of = torch.full((places,), -1, dtype=torch.long, device=dev)
+    ids[p_flat], ids[r_flat] = input_ids[lead[pu], pc], input_ids[rr, prompt_len + kk]
+    positions[p_flat], positions[r_flat] = p_pos, p_len[rr] + kk
+    segments[p_flat], segments[r_flat] = pu, unit_t[rr]
+    rows_of[r_flat] = rr
+    # response token k is predicted at the place of token k-1, token 0 at the prompt's last token
+    gr, gk = response_mask.bool().nonzero(as_tuple=True)  # row-major, as the padded path's order
+    gather = start[gr] - 1 + gk - (gk == 0).long() * skip_t[gr]
+    view = (len(bins), cap)
+    return Packed(ids.view(view), positions.view(view), segments.view(view), rows_of.view(view), gather)
 
 
 def _prefix_hidden(model, body, input_ids, attention_mask, prompt_len, shared) -> torch.Tensor:
@@ -168,51 +218,78 @@ def _prefix_hidden(model, body, input_ids, attention_mask, prompt_len, shared) -
     return torch.cat([first, resp_h], 1)
 
 
+def forward_cost(config, slots: int, pairs: int) -> float:
+    """Rough multiply-adds of a body forward over ``slots`` token places whose attention computes
+    ``pairs`` query-key pairs: per token the projections and the MLP (≈ 4H² + 3HI per layer), per pair
+    a score and a weighted value (2H per layer). Only the ratio between layouts of one batch matters."""
+    cfg = getattr(config, "text_config", None) or config
+    h = getattr(cfg, "hidden_size", None) or 1024
+    inter = getattr(cfg, "intermediate_size", None) or 4 * h
+    return slots * (4 * h * h + 3 * h * inter) + pairs * 2 * h
+
+
+def _shared_pack(config, input_ids, attention_mask, response_mask, prompt_len, row_of) -> Packed:
+    """``prefix_block``: the packing with shared prompts whose units hold up to 1, 2, 4 or 8 times the
+    longest row's tokens, whichever ``forward_cost`` finds cheapest (longer units share a prompt among
+    more rows but cost C² attention per bin)."""
+    longest = int((attention_mask[:, :prompt_len].sum(-1) + (response_mask.sum(-1) - 1).clamp(min=0)).max())
+    best, best_cost = None, float("inf")
+    for k in UNIT_CAPS:
+        packed = pack_rows(input_ids, attention_mask, response_mask, prompt_len, share=row_of, cap=k * longest)
+        cost = forward_cost(config, packed.input_ids.numel(), packed.attention_pairs())
+        if cost < best_cost:
+            best, best_cost = packed, cost
+    return best
+
+
 def _body_hidden(model, body, input_ids, attention_mask, response_mask, prompt_len, packing,
                  info: dict | None = None, share_prompts: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Hidden states [M, H] that predict the valid response tokens (row-major), and a spare [1, H]
-    row for dummy chunks: the padded forward, the packed one or the prompt-sharing one (``packing``).
+    row for dummy chunks: the padded forward, a packed one or a prompt-sharing one (``packing``).
     ``info`` gets the mode used and the token slots the forward ran over."""
     n, total = input_ids.shape
     t = total - prompt_len
-    packed = shared = None
-    slots = {"off": n * (total - 1)}
+    layouts: dict[str, tuple[int, int, Packed | tuple | None]] = {"off": (n * (total - 1), n * (total - 1) ** 2, None)}
     if packing in ("block_mask", "varlen", "auto"):
         packed = pack_rows(input_ids, attention_mask, response_mask, prompt_len, one_bin=packing == "varlen")
-        slots["block_mask"] = slots["varlen"] = packed.input_ids.numel()
-    if packing == "prefix" or (packing == "auto" and share_prompts):
+        layouts[packing if packing == "varlen" else "block_mask"] = (packed.input_ids.numel(), packed.attention_pairs(), packed)
+    if packing in ("prefix", "prefix_block", "auto"):
         shared = shared_prompts(input_ids, attention_mask, prompt_len)
-        slots["prefix"] = shared[0].numel() + n * (t - 1)
-    if packing == "auto":  # the fewest slots, if they save enough
-        best = min((m for m in ("block_mask", "prefix") if m in slots), key=slots.__getitem__)
-        packing = best if slots[best] <= (1 - AUTO_MIN_SAVING) * slots["off"] else "off"
+        if packing in ("prefix_block", "auto"):
+            packed = _shared_pack(model.config, input_ids, attention_mask, response_mask, prompt_len, shared[2])
+            layouts["prefix_block"] = (packed.input_ids.numel(), packed.attention_pairs(), packed)
+        if packing == "prefix" or (packing == "auto" and share_prompts):
+            u, p = shared[0].shape
+            layouts["prefix"] = (u * p + n * (t - 1), u * p * p + n * (t - 1) * (total - 1), shared)
+    if packing == "auto":  # the cheapest layout, if it saves enough over the padded one
+        cost = {m: forward_cost(model.config, slots, pairs) for m, (slots, pairs, _) in layouts.items()}
+        best = min(cost, key=cost.__getitem__)
+        packing = best if cost[best] <= (1 - AUTO_MIN_SAVING) * cost["off"] else "off"
+    slots, _, layout = layouts[packing]
     if info is not None:
-        info.update(mode=packing, slots=slots[packing])
-    if packing == "prefix":
-        hidden = _prefix_hidden(model, body, input_ids, attention_mask, prompt_len, shared)  # [n, T, H]
-        idx = response_mask.reshape(-1).bool().nonzero(as_tuple=True)[0]
-        flat = hidden.reshape(n * t, -1)
-        return flat[idx], flat[:1]
-    if packing == "off":
-        # The body sees all but the last token: hidden state at position j predicts token j+1.
-        hidden = body(
-            input_ids=input_ids[:, :-1],
-            attention_mask=attention_mask[:, :-1],
-            position_ids=position_ids_from_mask(attention_mask[:, :-1]),
-            use_cache=False,
-        ).last_hidden_state[:, prompt_len - 1 :]  # [n, T, H]
+        info.update(mode=packing, slots=slots)
+    if packing in ("off", "prefix"):
+        if packing == "prefix":
+            hidden = _prefix_hidden(model, body, input_ids, attention_mask, prompt_len, layout)  # [n, T, H]
+        else:  # the body sees all but the last token: hidden state at position j predicts token j+1
+            hidden = body(
+                input_ids=input_ids[:, :-1],
+                attention_mask=attention_mask[:, :-1],
+                position_ids=position_ids_from_mask(attention_mask[:, :-1]),
+                use_cache=False,
+            ).last_hidden_state[:, prompt_len - 1 :]  # [n, T, H]
         idx = response_mask.reshape(-1).bool().nonzero(as_tuple=True)[0]  # [M] valid tokens only
         flat = hidden.reshape(n * t, -1)
         return flat[idx], flat[:1]
     if packing == "varlen":  # flash-attention: restarting position_ids alone delimit the rows
         mask = None
-    else:  # sdpa / eager (CPU and the rest): an explicit block-diagonal causal mask
+    else:  # sdpa / eager (CPU and the rest): an explicit block causal mask
         eager = getattr(model.config, "_attn_implementation", "sdpa") == "eager"
-        mask = packed.block_mask(next(model.parameters()).dtype if eager else torch.bool)
-    hidden = body(input_ids=packed.input_ids, attention_mask=mask, position_ids=packed.position_ids,
+        mask = layout.block_mask(next(model.parameters()).dtype if eager else torch.bool)
+    hidden = body(input_ids=layout.input_ids, attention_mask=mask, position_ids=layout.position_ids,
                   use_cache=False).last_hidden_state  # [bins, C, H]
     flat = hidden.reshape(-1, hidden.shape[-1])
-    return flat[packed.gather], flat[:1]
+    return flat[layout.gather], flat[:1]
 
 
 def _chunk_stats(
@@ -278,8 +355,13 @@ def policy_token_stats(
             values (GRPO's G responses to one problem share it): u·P + n·(T-1) slots, the padded
             forward's attention with any implementation; two body calls, so not under ZeRO-3 (ranks must gather alike) nor with
             activation checkpointing (its recompute would append to the cache twice);
-            ``auto`` — the layout with the fewest token slots (``block_mask``, or ``prefix`` where
-            ``share_prompts``) where it saves ≥ 20% of the padded ones, else ``off``.
+            ``prefix_block`` — the block mask with prompts shared: a unit is one prompt followed by
+            the responses of several of its rows, each attending to the prompt and to itself (one
+            body call, so also under ZeRO-3 and activation checkpointing); units of up to 1, 2, 4 or 8
+            times the longest row, the cheapest by ``forward_cost``;
+            ``auto`` — the cheapest layout by ``forward_cost`` (token slots and attention pairs):
+            ``block_mask``, ``prefix_block``, or ``prefix`` where ``share_prompts``, where it saves
+            ≥ 20% of the padded forward's cost, else ``off``.
         info: if given, filled with the ``mode`` used and the token ``slots`` of the body's forward.
         share_prompts: whether ``auto`` may choose ``prefix``.
     Returns:

@@ -157,16 +157,16 @@ class Actor:
         fs = self.forward_stats
         fs["forwards"] += 1
         fs["packed"] += info["mode"] != "off"
-        fs["shared"] += info["mode"] == "prefix"
+        fs["shared"] += info["mode"] in ("prefix", "prefix_block")
         fs["slots"] += info["slots"]
         fs["tokens"] += int(ro.attention_mask.sum()) - len(ro.attention_mask)  # the body's valid inputs
         return out
 
     def packing(self, model: torch.nn.Module) -> str:
         """How a forward drops padding (``algo.use_remove_padding``): flash-attention's varlen path
-        where the model runs it, else ``auto``: rows packed under a block-diagonal mask, or each
-        distinct prompt run once for its rows (where ``share_prompts``), whichever saves the most
-        token slots; the padded batch when it is off."""
+        where the model runs it, else ``auto``: rows packed under a block mask, with or without each
+        distinct prompt once for its rows, or the prompts' keys and values shared (where
+        ``share_prompts``), whichever costs least; the padded batch when it is off."""
         if not self.remove_padding:
             return "off"
         attn = str(getattr(model.config, "_attn_implementation", None) or "sdpa")

@@ -7,8 +7,9 @@ import torch
 
 from rlvr_cli.errors import UserError
 from rlvr_cli.rollout.extrapolate import (
-    ExtrapolateConfig, candidate_mask, extrapolated_logprobs, lockstep_sample, sampling_scores, top_p_mask,
+    ExtrapolateConfig, candidate_mask, extrapolated_logprobs, lockstep_sample,
 )
+from rlvr_cli.rollout.sampling import sampling_scores
 from rlvr_cli.rollout.logprobs import position_ids_from_mask
 from tests.conftest import tiny_qwen2
 
@@ -48,21 +49,6 @@ def teacher_forced_logprobs(model, out):
 
 
 # ------------------------------------------------------------------------------------ pure helpers
-@pytest.mark.parametrize("top_p", [0.3, 0.7, 0.95])
-def test_top_p_mask_matches_hf_warper(top_p):
-    from transformers.generation.logits_process import TopPLogitsWarper
-
-    scores = torch.randn(16, V, generator=torch.Generator().manual_seed(3)) * 2
-    hf = TopPLogitsWarper(top_p)(None, scores.clone())
-    assert torch.equal(top_p_mask(scores, top_p), torch.isfinite(hf))
-
-
-def test_top_p_keeps_the_argmax_and_skips_masked_tokens():
-    scores = torch.tensor([[5.0, 0.0, float("-inf"), 1.0]])
-    assert top_p_mask(scores, 0.01).tolist() == [[True, False, False, False]]
-    assert top_p_mask(scores, 1.0).tolist() == [[True, True, False, True]]
-
-
 def test_gamma_zero_is_exactly_pi_rl():
     logp_rl, logp_base = torch.randn(4, V).log_softmax(-1), torch.randn(4, V).log_softmax(-1)
     cand = candidate_mask(logp_rl, 5)

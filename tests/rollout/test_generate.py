@@ -118,21 +118,6 @@ def test_lean_prefills_each_prompt_once_and_drops_finished_rows():
         assert live == int((lengths > t).sum())
 
 
-def test_top_p_filter_is_transformers_nucleus():
-    from transformers.generation.logits_process import TopPLogitsWarper
-
-    from rlvr_cli.rollout.generate import top_p_filter
-
-    torch.manual_seed(0)
-    logits = torch.randn(16, 50) * 3
-    for p in (0.05, 0.5, 0.9, 0.999):
-        ours = top_p_filter(logits, p)
-        theirs = TopPLogitsWarper(p)(None, logits.clone())
-        assert torch.equal(torch.isinf(ours), torch.isinf(theirs)), p
-        assert torch.equal(ours[~torch.isinf(ours)], logits[~torch.isinf(ours)])
-    assert torch.equal(top_p_filter(logits, 1.0), logits)
-
-
 def test_sampler_auto_falls_back_to_generate_for_stop_strings_and_lean_says_why():
     from rlvr_cli.errors import UserError
     from rlvr_cli.rollout.generate import resolve_sampler

@@ -97,6 +97,30 @@ def test_pack_rows_fills_bins_first_fit_decreasing():
     assert packed.segments.tolist() == [[0] * 6, [4] * 4 + [1] * 2, [2] * 3 + [3] + [-1] * 2]
 
 
+def test_pack_rows_shares_a_prompt_by_hand():
+    """Two rows of one prompt (2 tokens after a left pad) and a row of another: with ``share`` the first
+    unit is the prompt once, then each row's response less its last token; a response sees its
+    prompt and itself, never its sibling; token 0 of each sibling is predicted at the prompt's end."""
+    from rlvr_cli.rollout.logprobs import pack_rows
+
+    ids = torch.tensor([[0, 5, 6, 7, 8, 9], [0, 5, 6, 3, 4, 0], [1, 2, 3, 9, 0, 0]])
+    attn = torch.tensor([[0, 1, 1, 1, 1, 1], [0, 1, 1, 1, 1, 0], [1, 1, 1, 1, 0, 0]])
+    resp = torch.tensor([[1, 1, 1], [1, 1, 0], [1, 0, 0]])
+    packed = pack_rows(ids, attn, resp, 3, share=torch.tensor([0, 0, 1]), cap=10)
+    assert packed.input_ids.tolist() == [[5, 6, 7, 8, 3], [1, 2, 3, 0, 0]]
+    assert packed.position_ids.tolist() == [[0, 1, 2, 3, 2], [0, 1, 2, 0, 0]]  # both responses continue at 2
+    assert packed.segments.tolist() == [[0, 0, 0, 0, 0], [1, 1, 1, -1, -1]]
+    assert packed.rows.tolist() == [[-1, -1, 0, 0, 1], [-1, -1, -1, -1, -1]]
+    # row 0: 7, 8, 9 at places 1 (the prompt's 6), 2, 3; row 1: 3, 4 at 1 and 4; row 2: 9 at 7
+    assert packed.gather.tolist() == [1, 2, 3, 1, 4, 7]
+    mask = packed.block_mask()[0, 0]
+    assert mask[3].tolist() == [True, True, True, True, False]  # row 0's response: prompt and itself
+    assert mask[4].tolist() == [True, True, False, False, True]  # row 1's never sees row 0's
+    # each row alone when units may hold one row only
+    alone = pack_rows(ids, attn, resp, 3, share=torch.tensor([0, 0, 1]), cap=1)
+    assert alone.input_ids.shape[0] == 3 and alone.rows.max() == 1
+
+
 def _wide_batch(n_rows=8, p=10, t=200, seed=0, vocab=64):
     """Rows of very different lengths: responses of 1 to 200 tokens, prompts of 1 to 10 (left padding),
     right padding after each response; the last row has no response at all (a dummy row)."""
@@ -191,8 +215,10 @@ def _grouped_batch(groups=3, g=4, p=10, t=40, seed=0, vocab=64):
 
 
 @pytest.mark.parametrize("attn_impl", ["sdpa", "eager"])
-def test_prompt_shared_forward_equals_padded_forward(attn_impl):
-    """``prefix``: each group's prompt runs once and its 4 rows' responses run on its keys and values.
+@pytest.mark.parametrize("mode", ["prefix", "prefix_block"])
+def test_prompt_shared_forward_equals_padded_forward(attn_impl, mode):
+    """Each group's prompt runs once: ``prefix`` runs its 4 rows' responses on its keys and values,
+    ``prefix_block`` packs them after it under a mask where each sees the prompt and itself.
     Per-token log-probs, entropy and gradients are the padded forward's within 1e-5 relative in fp32.
     In float64 the forward is exact; gradients agree to 1e-6 only, because Qwen2's RMSNorm computes in
     float32 and the rows' gradients now meet before it rather than after."""
@@ -205,10 +231,15 @@ def test_prompt_shared_forward_equals_padded_forward(attn_impl):
         info = {}
         model.zero_grad()
         b = policy_token_stats(model, ids, attn, resp, p, 0.8, ("logprobs", "entropy"), ("logprobs", "entropy"),
-                               chunk_size=64, packing="prefix", info=info)
+                               chunk_size=64, packing=mode, info=info)
         ((b["logprobs"] + 0.1 * b["entropy"]) * resp).sum().backward()
         gb = [q.grad.clone() for q in model.parameters()]
-        assert info == {"mode": "prefix", "slots": 3 * p + ids.shape[0] * (ids.shape[1] - p - 1)}
+        fed = int(attn[:, p:].sum()) - ids.shape[0]  # response tokens the rows feed in
+        if mode == "prefix":
+            assert info == {"mode": "prefix", "slots": 3 * p + ids.shape[0] * (ids.shape[1] - p - 1)}
+        else:  # every prompt token at least once, every fed response token exactly once
+            assert info["mode"] == "prefix_block" and info["slots"] >= 10 + 7 + 4 + fed
+            assert info["slots"] < int(attn.sum()) - ids.shape[0]  # fewer than packing rows alone needs
         for k in ("logprobs", "entropy"):
             diff = ((a[k] - b[k]).detach() * resp).abs()
             assert float((diff / (1 + a[k].detach().abs())).max()) <= tol, (k, dtype)
@@ -217,10 +248,10 @@ def test_prompt_shared_forward_equals_padded_forward(attn_impl):
         assert max(float((x - y).abs().max()) for x, y in zip(ga, gb)) <= gtol * scale
 
 
-def test_auto_takes_the_layout_with_the_fewest_slots():
-    """``auto`` with ``share_prompts``: groups sharing long prompts with short responses -> ``prefix``;
-    distinct prompts with a wide spread of response lengths -> ``block_mask``; without
-    ``share_prompts`` never ``prefix``."""
+def test_auto_takes_the_cheapest_layout():
+    """``auto``: groups sharing long prompts with short responses, no padding -> a shared-prompt layout
+    (``prefix``: as few slots as whole groups packed, fewer attention pairs; ``prefix_block`` without
+    ``share_prompts``); distinct prompts with a wide spread of response lengths -> ``block_mask``."""
     model = tiny_qwen2(hidden=64, layers=2)
     model.config.max_position_embeddings = 256
     ids, attn, resp, p = _grouped_batch(groups=2, g=8, p=30, t=12)
@@ -235,5 +266,5 @@ def test_auto_takes_the_layout_with_the_fewest_slots():
         wide = {}
         w_ids, w_attn, w_resp, w_p = _wide_batch()
         policy_token_stats(model, w_ids, w_attn, w_resp, w_p, packing="auto", info=wide, share_prompts=True)
-    assert seen == {True: "prefix", False: "off"}
+    assert seen == {True: "prefix", False: "prefix_block"}  # equal slots; prefix computes fewer attention pairs
     assert wide["mode"] == "block_mask"

@@ -136,11 +136,12 @@ def test_every_method_that_allows_the_skip_trains_without_rollout_statistics(on_
     assert {"method=baseline", "method=entropy_bonus", "method=clip_cov", "method=kl_cov"} <= set(seen)
 
 
-@pytest.mark.parametrize("layout", ["block_mask", "prefix"])
+@pytest.mark.parametrize("layout", ["block_mask", "prefix", "prefix_block"])
 @pytest.mark.parametrize("method", [["method=clip_cov"], ["method=kl_cov", "method.ratio=0.05"], ["method=siren"]])
 def test_packed_and_padded_forwards_give_the_same_update(tmp_path, monkeypatch, method, layout):
     """algo.use_remove_padding runs every forward of scoring and update without padding (forced here
-    to one layout: rows packed under a block mask, or each group's prompt run once for its 4 rows);
+    to one layout: rows packed under a block mask, each group's prompt run once for its 4 rows, or
+    both: the prompt once, its rows' responses packed after it);
     two mini-batches so the mini-batch statistics (Clip-Cov, KL-Cov) and SIREN's regulariser all run
     on those log-probs and entropies."""
     real = Actor.packing
