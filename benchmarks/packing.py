@@ -7,13 +7,14 @@ A reasoning model's responses range from tens of tokens to the length cap, so a 
 padding. The tiny shipped models answer in 20-45 tokens whatever the cap, so this benchmark builds the
 rollout batch itself: prompts of 20-60 tokens (left-padded), responses with log-normal lengths (median
 ``--median-len``, clipped to 1..``--max-len``; ``--spread narrow`` draws them from 70-100% of a short
-cap instead), random tokens, 0/1 rewards in groups of 8. Every variant runs the same batches through the
+cap instead), random tokens, groups of 8 rows sharing a prompt, 0/1 rewards. Every variant runs the same batches through the
 trainer's own no-grad scoring pass (``timing_s/old_log_prob``) and update (``timing_s/update_actor``):
 
 - ``padded``: ``algo.use_remove_padding=false``, ``micro_batch_size`` rows per micro-batch;
 - ``padded+sorted``: the same under ``algo.max_tokens_per_micro_batch`` (rows of similar length
   together, verl's dynamic batch size);
-- ``packed``: ``algo.use_remove_padding=true`` (sdpa: rows in bins with a block-diagonal mask);
+- ``packed``: ``algo.use_remove_padding=true`` (sdpa: ``auto``'s layout, rows in bins under a block
+  mask, each group's prompt once where that costs less);
 - ``packed+sorted``: both.
 
 Rounds are interleaved (each round runs every variant once, in rotating order); the figure is the median
@@ -61,6 +62,7 @@ def make_batch(n: int, vocab: int, spread: str, median: int, cap: int, seed: int
     prompt_lens = [int(x) for x in torch.randint(20, 61, (n // 8,), generator=gen).repeat_interleave(8)]
     p, t = max(prompt_lens), max(resp_lens)
     ids = torch.randint(3, vocab, (n, p + t), generator=gen)
+    ids[:, :p] = ids[::8, :p].repeat_interleave(8, 0)  # GRPO: the 8 rows of a group answer one prompt
     attn = torch.zeros(n, p + t, dtype=torch.long)
     resp = torch.zeros(n, t, dtype=torch.long)
     for i, (pl, rl) in enumerate(zip(prompt_lens, resp_lens)):
