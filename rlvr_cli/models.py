@@ -79,12 +79,26 @@ def has_dropout(model: torch.nn.Module) -> bool:
     return next(_live_dropouts(model), None) is not None
 
 
-def load_model(model_cfg: dict[str, Any], device: torch.device, path: str | None = None, dtype: torch.dtype | None = None):
+def load_model(model_cfg: dict[str, Any], device: torch.device, path: str | None = None, dtype: torch.dtype | None = None,
+               adapter: str | Path | None = None, merge_adapter: bool = True, adapter_dtype: torch.dtype | None = None):
     """The causal LM from ``path`` (default: the config's) in eval mode, its weights in ``dtype``
     (default: the config's ``dtype``), with the config's attention; dropout off unless
     ``model.disable_dropout=false``; gradient checkpointing enabled when configured (it runs only
-    in train mode, i.e. in the loss forwards)."""
+    in train mode, i.e. in the loss forwards).
+
+    LoRA (``rlvr_cli/lora.py``): an adapter folder (``adapter``, else ``model.adapter``) is loaded on
+    top, merged into the weights (``merge_adapter``: a plain model, for eval) or kept as a trainable
+    adapter (training, resume); else ``model.lora.rank > 0`` injects a fresh adapter. Either way the
+    base weights are frozen. ``adapter_dtype``: the adapter parameters' dtype (default: peft's, fp32
+    over a bf16 base)."""
+    from rlvr_cli import lora
+
+    spec = lora.LoraSpec.from_model_cfg(model_cfg)  # a bad model.lora value fails before any weight loads
     src = resolve_model_path(path or model_cfg["path"])
+    adapter = adapter or model_cfg.get("adapter")
+    if adapter and not (Path(adapter) / lora.ADAPTER_CONFIG).is_file():
+        raise UserError(f"model.adapter={adapter}: no LoRA adapter there (expected {lora.ADAPTER_CONFIG} and "
+                        f"{lora.ADAPTER_WEIGHTS}: a checkpoint's adapter/ folder)")
     kwargs: dict[str, Any] = {"dtype": dtype or pick_dtype(model_cfg.get("dtype", "auto"), device),
                               "trust_remote_code": bool(model_cfg.get("trust_remote_code", False))}
     if model_cfg.get("attn_implementation"):
@@ -92,6 +106,16 @@ def load_model(model_cfg: dict[str, Any], device: torch.device, path: str | None
     model = AutoModelForCausalLM.from_pretrained(src, **kwargs).to(device)
     if model_cfg.get("disable_dropout", True):
         disable_dropout(model)
+    if adapter:
+        model = lora.load_adapter(model, Path(adapter), trainable=not merge_adapter)
+        if merge_adapter:
+            model = lora.merge_into_base(model)
+    elif spec.enabled:
+        lora.apply_lora(model, spec)
+    if adapter_dtype is not None and lora.has_lora(model):
+        for name, p in model.named_parameters():
+            if lora.is_adapter_param(name):
+                p.data = p.data.to(adapter_dtype)
     if model_cfg.get("gradient_checkpointing"):
         if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x; the old name is deprecated
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})

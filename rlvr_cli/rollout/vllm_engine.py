@@ -42,6 +42,7 @@ import torch
 
 from rlvr_cli import dist as ddp
 from rlvr_cli.errors import UserError
+from rlvr_cli.lora import has_lora, merged_module_tensors
 from rlvr_cli.rollout.engines import SamplingSpec
 from rlvr_cli.rollout.stopping import response_mask
 from rlvr_cli.types import Prompt, Rollouts
@@ -116,6 +117,14 @@ def weight_buckets(model: torch.nn.Module, bucket_bytes: int, zero3: bool = Fals
             bucket, size = [], 0
 
 
+@contextlib.contextmanager
+def _gathered(params: list[torch.nn.Parameter]):
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+        yield
+
+
 def _stream(buckets: Iterator[list[tuple[str, torch.Tensor]]], copy: bool) -> Iterator[tuple[str, torch.Tensor]]:
     for bucket in buckets:
         for name, tensor in bucket:
@@ -187,7 +196,13 @@ class VLLMEngine:
         t0 = time.perf_counter()
         # one reload call over a lazy stream: vLLM's layerwise reload loads each of its layers when
         # all of that layer's tensors have arrived (q/k/v fused, kernel-format repacking on CPU)
-        weights = _stream(weight_buckets(self.model, self.bucket_bytes, self.zero3), copy=self.zero3)
+        if has_lora(self.model):
+            # LoRA: the merged weights under the base's names; after the first push only the adapted
+            # layers change, so only their merged tensors travel (TRL's colocate path merges and pushes)
+            weights = merged_module_tensors(self.model, adapted_only=self.synced_version is not None,
+                                            gather=_gathered if self.zero3 else None)
+        else:
+            weights = _stream(weight_buckets(self.model, self.bucket_bytes, self.zero3), copy=self.zero3)
         with _quiet("vllm.model_executor.model_loader.reload"):  # "RotaryEmbedding: Failed to load" (no weights)
             self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
         self.llm.reset_prefix_cache()

@@ -99,12 +99,13 @@ class Actor:
 
     def __init__(self, engine, precision: Precision, device: torch.device, micro_batch_size: int,
                  temperature: float, chunk_size: int = 1024, checkpoint_logits: Any = "auto", ref_model=None,
-                 zero3: bool = False, max_tokens_per_micro_batch: int | None = None, remove_padding: bool = True):
+                 ref_adapters_off: bool = False, zero3: bool = False, max_tokens_per_micro_batch: int | None = None, remove_padding: bool = True):
         self.engine, self.precision, self.device = engine, precision, device
         self.micro_batch_size, self.temperature = int(micro_batch_size), float(temperature or 1.0)
         self.max_tokens = int(max_tokens_per_micro_batch) if max_tokens_per_micro_batch else None
         self.chunk_size, self.checkpoint_logits = int(chunk_size), checkpoint_logits
         self.ref_model, self.zero3 = ref_model, zero3
+        self.ref_adapters_off = bool(ref_adapters_off)  # LoRA: the reference is the policy with its adapters off
         self.remove_padding = bool(remove_padding)
         self.forward_stats = {"forwards": 0, "packed": 0, "shared": 0, "slots": 0, "tokens": 0}  # since the last take
         self.world = ddp.world_size()
@@ -208,8 +209,19 @@ class Actor:
                 _scatter(out, idx, stats, (n, t))
         return out
 
+    @property
+    def has_reference(self) -> bool:
+        """Whether a KL reference exists: a frozen model, or (LoRA) the base under the adapters."""
+        return self.ref_model is not None or self.ref_adapters_off
+
     def reference(self, batch: TrainBatch) -> torch.Tensor:
-        """Log-probs of the frozen reference model on the batch ([N, T], no grad)."""
+        """Log-probs of the frozen reference on the batch ([N, T], no grad): the reference model, or
+        with LoRA the policy with its adapters off (the base weights, which never train: no copy)."""
+        if self.ref_adapters_off:
+            from rlvr_cli.lora import adapters_off
+
+            with adapters_off(self.model):
+                return self.score(batch, ["logprobs"])["logprobs"]
         return self.score(batch, ["logprobs"], model=self.ref_model)["logprobs"]
 
     def forward(self, ro: Rollouts, names: list[str], grad_names: list[str], fns: dict | None = None) -> dict[str, torch.Tensor]:

@@ -1,6 +1,7 @@
 """Checkpoints: HF-format weights (loadable with ``from_pretrained``) + everything needed to resume.
 
-Layout: ``<out_dir>/checkpoints/step_000010/{hf/, trainer_state.pt, rng_rank<r>.pt, manifest.json}``.
+Layout: ``<out_dir>/checkpoints/step_000010/{hf/, trainer_state.pt, rng_rank<r>.pt, manifest.json}``,
+plus ``adapter/`` (peft's format) with ``model.lora`` (``hf/`` then holds the merged model).
 
 A checkpoint verifies itself. It is written to a temporary folder; the manifest (every file's size
 and sha256, the world size, the config hash) is written last; files and folders are fsynced; then
@@ -161,7 +162,7 @@ def save_checkpoint(out_dir: Path, step: int, engine, tokenizer, state: dict[str
         weights = engine.full_state_dict() if hasattr(engine, "full_state_dict") else None
         torch.save(rng_state(), tmp / f"rng_rank{rank}.pt")
         if rank == 0:
-            engine.module.save_pretrained(tmp / "hf", safe_serialization=True, state_dict=weights)
+            _save_weights(engine.module, tmp, weights)
             tokenizer.save_pretrained(tmp / "hf")
             _fault(step, "hf")
             torch.save(state, tmp / "trainer_state.pt")
@@ -189,6 +190,23 @@ def save_checkpoint(out_dir: Path, step: int, engine, tokenizer, state: dict[str
                                    f"{'the last checkpoint, ' + earlier[-1] + ', is untouched' if earlier else 'no earlier checkpoint'}") from e
     ddp.barrier()
     return final
+
+
+def _save_weights(module: torch.nn.Module, folder: Path, weights: dict[str, torch.Tensor] | None) -> None:
+    """``hf/``: the policy as plain ``from_pretrained`` loads it. With LoRA, the merged weights there
+    (only the adapted layers differ from the base) and the adapter itself in ``adapter/`` (peft's
+    format: what resume and ``model.adapter`` load). ``weights``: the consolidated state dict where the
+    module's own is partitioned (ZeRO-3)."""
+    from rlvr_cli import lora
+
+    if not lora.has_lora(module):
+        module.save_pretrained(folder / "hf", safe_serialization=True, state_dict=weights)
+        return
+    state = weights if weights is not None else module.state_dict()
+    lora.save_adapter(module, folder / "adapter", state=state)
+    with lora.plain_save(module):
+        module.save_pretrained(folder / "hf", safe_serialization=True,
+                               state_dict=lora.merged_state_dict(state, lora.scalings(module), device="cpu"))
 
 
 def verify(ckpt: Path, hashes: bool = True) -> str | None:

