@@ -313,5 +313,7 @@ def summary(model: torch.nn.Module) -> str:
     cfg = model.peft_config[ADAPTER]
     trainable = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters() if p.requires_grad)
     total = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
-    return (f"rank {cfg.r}, alpha {cfg.lora_alpha:g}, {len(lora_layers(model))} adapted layers, {trainable:,} trainable of "
+    dtypes = {str(p.dtype).removeprefix("torch.") for n, p in model.named_parameters() if is_adapter_param(n)}
+    return (f"rank {cfg.r}, alpha {cfg.lora_alpha:g}, {'/'.join(sorted(dtypes))} adapters on "
+            f"{len(lora_layers(model))} layers, {trainable:,} trainable of "
             f"{total:,} parameters ({100 * trainable / max(total, 1):.2f}%)")

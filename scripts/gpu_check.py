@@ -23,7 +23,11 @@
    forwards + backwards timed. The rows come in groups of 4 (2 in the smoke) sharing a prompt, and with ``sdpa`` the
    prompt-shared forwards (``packing=prefix`` and ``prefix_block``) are compared and timed the same way;
 7. the lean sampler vs HF ``generate`` (``rollout.sampler``): greedy first tokens agree on ≥ 90% of
-   the rows (bf16 kernels may flip near-ties later on), and both are timed on 64 rows x 256 tokens.
+   the rows (bf16 kernels may flip near-ties later on), and both are timed on 64 rows x 256 tokens;
+8. LoRA (``model.lora.rank=16``, KL on: the reference is the base under the adapters) under ``single``
+   (bf16 base, fp32 adapters, bf16 autocast), ``zero3`` and with the vLLM engine (merged layers pushed):
+   the base stays bit-identical, the adapters move, ``hf/`` holds the merged weights, the engine's
+   log-probs match the trainer's (mean |Δ log p| < 0.05).
 
 Each run is its own process (DeepSpeed keeps global state). The GPU machine needs this package's
 dependencies: ``scripts/gpu_wheels.sh`` (run on the CPU machine) puts the ones a bare PyTorch image
@@ -61,11 +65,14 @@ def build_model(folder: Path) -> None:
 
 
 def overrides(model_dir: Path, run: str, steps: int, quick: bool, smoke: bool = False) -> list[str]:
-    """``run``: a trainer name, or ``vllm-<trainer>`` for the same with the vLLM engine."""
+    """``run``: a trainer name, with ``vllm-`` for the vLLM engine and ``lora-`` for LoRA adapters
+    (``lora-vllm-single``)."""
     prompts, new = (4, 16) if smoke else (8, 64) if quick else (16, 256)
-    engine, _, trainer = run.rpartition("-")
+    *flags, trainer = run.split("-")
     device = ["trainer.device=cpu", "model.dtype=bfloat16"] if smoke else ["model.dtype=auto"]
-    if engine == "vllm":  # the CPU build runs fp32 only
+    if "lora" in flags:  # rank 16 on every linear layer, the KL term on (its reference: the base under the adapters)
+        device += ["model.lora.rank=16", "model.lora.alpha=32", "algo.kl.enabled=true", "algo.kl.coef=0.01"]
+    if "vllm" in flags:  # the CPU build runs fp32 only
         device = ["trainer.device=cpu", "model.dtype=float32"] if smoke else device
         device += ["rollout.engine=vllm", "rollout.vllm.gpu_memory_utilization=0.3"]
     return [
@@ -98,10 +105,17 @@ def worker(model_dir: Path, trainer: str, steps: int, quick: bool, out_json: Pat
         inner = layer._gradient_checkpointing_func
         layer._gradient_checkpointing_func = lambda *a, _f=inner, **k: (ckpt_calls.append(1), _f(*a, **k))[1]
 
+    from rlvr_cli import lora
+
+    adapted = lora.has_lora(model)
+
     def snapshot():
         if zero3:
             return {k: v.float().cpu() for k, v in trainer_obj.engine.full_state_dict().items()}
         return {k: v.detach().float().cpu().clone() for k, v in model.state_dict().items()}
+
+    dtypes = {("adapter" if lora.is_adapter_param(n) else "base"): str(p.dtype).removeprefix("torch.")
+              for n, p in model.named_parameters()}
 
     before = snapshot()
     gpu = torch.cuda.is_available() and not smoke
@@ -127,6 +141,13 @@ def worker(model_dir: Path, trainer: str, steps: int, quick: bool, out_json: Pat
                "cuda_rng_saved": "cuda" in ckpt_mod.load_state(ckpt)["rng"] if gpu else None,
                "stop_flag_agreed": trainer_obj.stopper.agreed()}
     moved = sum(int((after[k] != before[k]).sum()) for k in after) / sum(v.numel() for v in after.values())
+    lora_check = {}
+    if adapted:  # the base bit-identical, the adapters moved; the export holds the merged weights
+        base_moved = [k for k in after if not lora.is_adapter_param(k) and not torch.equal(after[k], before[k])]
+        adapters_moved = sum(int((after[k] != before[k]).sum()) for k in after if lora.is_adapter_param(k))
+        lora_check = {"lora_base_changed": base_moved[:3], "lora_adapter_values_moved": adapters_moved,
+                      "lora_dtypes": dtypes}
+        after = lora.merged_state_dict(after, lora.scalings(model))
     from transformers import AutoModelForCausalLM
 
     reloaded = AutoModelForCausalLM.from_pretrained(ckpt / "hf", dtype=torch.float32).state_dict()
@@ -141,8 +162,10 @@ def worker(model_dir: Path, trainer: str, steps: int, quick: bool, out_json: Pat
         "export_max_abs_diff": export_err, "export_keys_missing": sorted(set(after) - set(reloaded)),
         # fp32 master weights (single) move everywhere at lr 1e-5; DeepSpeed's bf16 module copies move
         # where an update crosses a bf16 rounding step
-        **survive,
-        "ok": moved > (0.5 if trainer == "single" else 0.0) and len(ckpt_calls) > 0 and export_err < 1e-2
+        **survive, **lora_check,
+        "ok": (moved > (0.5 if trainer == "single" else 0.0) if not adapted else
+               not lora_check["lora_base_changed"] and lora_check["lora_adapter_values_moved"] > 0)
+        and len(ckpt_calls) > 0 and export_err < 1e-2
         and survive["checkpoint_problem"] is None and survive["stop_flag_agreed"] is None
         and survive["cuda_rng_saved"] is not False,
     }
@@ -281,10 +304,11 @@ def main() -> None:
            "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
     import importlib.util
 
-    vllm = ["vllm-single"] + ([] if args.cpu_smoke else ["vllm-zero3"]) if importlib.util.find_spec("vllm") else []
+    vllm = ["vllm-single"] + ([] if args.cpu_smoke else ["vllm-zero3", "lora-vllm-single"]) if importlib.util.find_spec("vllm") else []
     if not vllm:
         print("vllm is not installed: the rollout.engine=vllm runs are skipped", flush=True)
-    for port, trainer in enumerate((["single"] if args.cpu_smoke else ["single", "zero2", "zero3"]) + vllm + ["packing"]):
+    runs = ["single", "lora-single"] if args.cpu_smoke else ["single", "zero2", "zero3", "lora-single", "lora-zero3"]
+    for port, trainer in enumerate(runs + vllm + ["packing"]):
         out = work / f"{trainer}.json"
         out.unlink(missing_ok=True)
         run_env = {**env, "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
@@ -297,10 +321,10 @@ def main() -> None:
         r = json.loads(out.read_text()) if out.is_file() else {"trainer": trainer, "ok": False}
         r.update(rc=rc, process_s=time.perf_counter() - t0)
         results["runs"].append(r)
-    print(f"\n{'trainer':8} {'ok':>3} {'precision':>28} {'peak GiB':>9} {'gen tok/s':>10} {'train tok/s':>11} {'moved':>6} {'ckpt':>5}")
+    print(f"\n{'trainer':16} {'ok':>3} {'precision':>28} {'peak GiB':>9} {'gen tok/s':>10} {'train tok/s':>11} {'moved':>6} {'ckpt':>5}")
     for r in results["runs"]:
         if "peak_gpu_mem_gib" in r:
-            print(f"{r['trainer']:8} {'yes' if r['ok'] else 'NO':>3} {r['precision']:>28} {r['peak_gpu_mem_gib']:9.1f} "
+            print(f"{r['trainer']:16} {'yes' if r['ok'] else 'NO':>3} {r['precision']:>28} {r['peak_gpu_mem_gib']:9.1f} "
                   f"{r['gen_tokens_per_s']:10.0f} {r['train_tokens_per_s']:11.0f} {r['weights_moved_frac']:6.2f} "
                   f"{r['checkpointed_layer_calls']:5d}"
                   + (f"  |Δlogp| {r['logprob_abs_diff_mean']:.2e}, sync {r['weight_sync_s']:.2f} s" if "engine" in r else ""))

@@ -100,6 +100,10 @@ def test_gpu_check_script_runs_in_its_cpu_smoke_mode(tmp_path):
     assert packing["prefix_block_logprob_abs_diff_max"] < 1e-4  # packed with prompts shared (step 6)
     assert packing["sampler_first_token_agree"] == 1.0 and packing["sampler_lean_tokens"] > 0  # step 7
     assert run["ok"] and run["checkpointed_layer_calls"] > 0 and run["export_max_abs_diff"] < 1e-2
+    lora_run = engine.pop(0)  # step 8: LoRA on a bf16 base, the adapters (the optimizer's weights) in fp32
+    assert lora_run["trainer"] == "lora-single" and lora_run["ok"] and lora_run["lora_base_changed"] == []
+    assert lora_run["lora_dtypes"] == {"base": "bfloat16", "adapter": "float32"}
+    assert lora_run["export_max_abs_diff"] < 1e-2  # hf/ holds the merged weights
     import importlib.util
 
     if importlib.util.find_spec("vllm"):  # the same run with rollout.engine=vllm (the CPU build, fp32)

@@ -110,7 +110,7 @@ class GRPOTrainer:
         model = load_model(model_cfg, self.device, policy_path,
                            dtype=self.precision.compute if self.lora else self.precision.weights,
                            adapter=resume_adapter, merge_adapter=False,
-                           adapter_dtype=self.precision.weights if self.distributed else None)
+                           adapter_dtype=self.precision.weights)  # fp32 adapters over a bf16 base on one GPU
         self.engine = self._build_engine(model, c(cfg.optim))
         kl = self.algo["kl"]["enabled"]
         ref_model = self._load_reference(model_cfg, compute) if kl and not self.lora else None
