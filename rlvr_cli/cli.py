@@ -1,4 +1,4 @@
-"""``rlvr train | eval``: one Hydra app per subcommand, so ``-m``, ``--cfg job``, ``--help`` and output
+"""``rlvr train | eval | plan``: one Hydra app per subcommand, so ``-m``, ``--cfg job``, ``--help`` and output
 folders all keep working; ``main`` takes the subcommand off ``sys.argv`` before Hydra parses. ``rlvr ls``
 and the ``TOOLS`` (report, analyze, checkpoints) take plain arguments.
 
@@ -20,7 +20,10 @@ CONF_DIR = REPO_ROOT / "conf"
 # conf/recipes is a link to the top-level recipes/ folder, so ``+recipes=<method>/<name>`` composes
 # from conf/ alone (no extra search path: that would make every top-level folder a config group)
 RECIPES_DIR = REPO_ROOT / "recipes"
-COMMANDS = {"train": "train", "eval": "eval"}
+COMMANDS = {"train": "train", "eval": "eval", "plan": "train"}
+# ``rlvr plan`` writes nothing: no run folder, no .hydra/ copy, no log file (the user's overrides come
+# after these, so they still win)
+PLAN_HYDRA = ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=none", "hydra/hydra_logging=none"]
 # the commands that are not Hydra apps: name -> (module, function taking the remaining arguments)
 TOOLS = {"report": ("rlvr_cli.report", "report_main"), "analyze": ("rlvr_cli.analysis.analyze", "analyze_main"),
          "checkpoints": ("rlvr_cli.trainer.checkpoint", "checkpoints_main")}
@@ -29,6 +32,9 @@ USAGE = """usage: rlvr <command> [hydra overrides]
 commands:
   train   GRPO training (rlvr train +method=siren trainer.max_steps=100)
   eval    avg@n / pass@k / maj@n on benchmarks (rlvr eval model=<dir|hub id> eval.n=32)
+  plan    GPU memory per rank before a run: parameters, gradients, optimizer states, activations, vLLM,
+          and whether it fits (rlvr plan model=qwen2.5-math-7b trainer=zero3 trainer.gpus=8; the same
+          overrides as train; or rlvr train ... --plan)
   ls      list config groups, their options, and recipes
   report  compare finished runs (rlvr report runs/sweeps/<time>): accuracy, entropy trajectory, step time
   analyze table + PNG plots + entropy-performance law fit + covariance check of runs
@@ -115,6 +121,8 @@ def _run_app(command: str, args: list[str]) -> None:
     target = getattr(commands, command)
     _register_resolvers()
     app = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=COMMANDS[command])(target)
+    if command == "plan" and not any(a in ("-m", "--multirun") for a in args):
+        args = [*PLAN_HYDRA, *args]
     sys.argv = [f"rlvr {command}", *args]
     app()
 
@@ -125,6 +133,8 @@ def main(argv: list[str] | None = None) -> None:
         print(USAGE)
         return
     command, rest = args[0], args[1:]
+    if command == "train" and "--plan" in rest:  # print the memory plan, train nothing
+        command, rest = "plan", [a for a in rest if a != "--plan"]
     try:
         if command == "ls":
             list_configs()

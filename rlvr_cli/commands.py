@@ -1,4 +1,4 @@
-"""The bodies of the Hydra apps (``rlvr train``, ``rlvr eval``): compose -> run -> report."""
+"""The bodies of the Hydra apps (``rlvr train``, ``rlvr eval``, ``rlvr plan``): compose -> run -> report."""
 from __future__ import annotations
 
 import os
@@ -31,9 +31,13 @@ def train_main(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
 def _train(cfg: DictConfig, out_dir: Path, exit_on_stop: bool = False) -> dict[str, float]:
     """``exit_on_stop`` (the command): a run ended by a stop signal exits with that signal's status
     (0 for SIGUSR1, 128 + signal otherwise), after the checkpoint and the logs are closed."""
+    from rlvr_cli.plan import check_before_train
     from rlvr_cli.progress import console, print_config
     from rlvr_cli.trainer.loop import GRPOTrainer
 
+    # on a GPU (or with trainer.gpu_memory_gb): the memory plan's verdict; a run it says cannot fit stops
+    # here, before anything is written or loaded (trainer.ignore_memory_plan=true runs it anyway)
+    check_before_train(cfg)
     main_rank = int(os.environ.get("RANK", "0")) == 0
     out_dir.mkdir(parents=True, exist_ok=True)
     if main_rank:
@@ -155,6 +159,16 @@ def train(cfg: DictConfig) -> None:
             sys.exit(rc)
         return
     _guard(lambda: _train(cfg, out, exit_on_stop=True))  # validated above
+
+
+def plan(cfg: DictConfig) -> None:
+    """``rlvr plan`` and ``rlvr train ... --plan``: the memory plan of the run the same overrides
+    compose (rlvr_cli/plan.py); loads no weights, writes nothing, trains nothing."""
+    from rlvr_cli.config_schema import validate_train_config
+    from rlvr_cli.plan import print_plan
+
+    _guard(validate_train_config, cfg)
+    _guard(print_plan, cfg)
 
 
 def eval(cfg: DictConfig) -> None:  # noqa: A001 (the subcommand's name)

@@ -187,6 +187,13 @@ def _model_table() -> Table:
         "model.trust_remote_code?": Bool(),
         "model.gradient_checkpointing?": Bool(),
         "model.stop_tokens?": STOP_TOKENS,
+        "model.lora?": Dict(null=True),
+        "model.lora.rank?": Int(ge=0, why="0 = full fine-tuning"),
+        "model.lora.alpha?": Float(gt=0, why="the update is scaled by alpha / rank"),
+        "model.lora.dropout?": Float(ge=0, lt=1),
+        "model.lora.target_modules?": AnyOf(Str(), ListOf(Str()), why="all-linear, module names or a regex"),
+        "model.lora.modules_to_save?": ListOf(Str(), null=True),
+        "model.adapter?": Str(null=True, why="a LoRA adapter folder (adapter_config.json)"),
     }
 
 
@@ -294,6 +301,8 @@ def train_table() -> Table:
         "trainer.hostfile?": Str(null=True),
         "trainer.master_port?": Int(ge=1, le=65535),
         "trainer.deepspeed?": Dict(null=True),
+        "trainer.gpu_memory_gb?": Float(gt=0, null=True, why="GiB per GPU for the memory plan; null = the GPU's"),
+        "trainer.ignore_memory_plan?": Bool(),
         # logger
         "logger.kind?": Enum("none", "wandb"),
         "logger.project?": Str(),

@@ -35,7 +35,7 @@ def test_unknown_option_is_one_line_exit_2_no_traceback():
 
 def test_unknown_command():
     r = rlvr("trian")
-    assert r.returncode == 2 and "valid: train, eval, ls, report" in r.stderr
+    assert r.returncode == 2 and "valid: train, eval, plan, ls, report" in r.stderr
 
 
 def test_ls_lists_groups_and_options():
