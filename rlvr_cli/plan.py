@@ -210,25 +210,21 @@ class Precision:
         return self.weights if self.autocast else self.compute
 
 
-def dtype_bytes(dtype: str) -> int:
-    if dtype in ("auto", "bfloat16", "bf16", "float16", "fp16"):
-        return 2
-    if dtype in ("float32", "fp32"):
-        return 4
-    raise UserError(f"model.dtype={dtype!r}: the memory plan knows auto, bf16, fp16, fp32")
-
-
 def precision_of(model_cfg: Mapping[str, Any], trainer: Mapping[str, Any]) -> Precision:
-    a = dtype_bytes(str(model_cfg.get("dtype", "auto")))
-    name = {2: "bf16", 4: "fp32"}[a]
-    if trainer.get("kind") == "deepspeed":
-        text = f"{name} weights" + (", DeepSpeed bf16 mode (fp32 master weights in its optimizer)" if a == 2 else "")
-        return Precision(a, a, False, text)
-    if a == 4:
-        return Precision(4, 4, False, "fp32 weights")
-    if trainer.get("master_weights", "fp32") == "model":
-        return Precision(2, 2, False, "bf16 weights (trainer.master_weights=model)")
-    return Precision(2, 4, True, "fp32 master weights, bf16 autocast")
+    """The trainer's own rule (``trainer/precision.py``: ``pick_dtype`` and ``resolve_precision``) as it
+    applies on a GPU, in bytes per element."""
+    import torch
+
+    from rlvr_cli.models import pick_dtype
+    from rlvr_cli.trainer.precision import resolve_precision
+
+    cuda = torch.device("cuda")
+    deepspeed = trainer.get("kind") == "deepspeed"
+    p = resolve_precision(pick_dtype(str(model_cfg.get("dtype", "auto")), cuda), cuda, deepspeed,
+                          str(trainer.get("master_weights", "fp32")))
+    text = p.describe() + (", DeepSpeed bf16 mode (fp32 master weights in its optimizer)"
+                           if deepspeed and p.compute == torch.bfloat16 else "")
+    return Precision(p.compute.itemsize, p.weights.itemsize, p.autocast_enabled, text)
 
 
 # ------------------------------------------------------------------------------- activations
