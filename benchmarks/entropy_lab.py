@@ -9,8 +9,10 @@ each (on 2 cores two single-threaded runs finish sooner than one run on both). R
 ``--out/<arm>_s<seed>``; a finished run is reused unless ``--fresh``. Then, per arm over seeds (mean ± sample
 std): entropy start / end (``actor/entropy`` of the first and the last step), validation accuracy start / end
 (avg@n on held-out problems), pass@n at the end, response length at the end; the entropy-performance law
-R = −a·e^H + b fitted on baseline's validation points; the issue's aims checked; ``rlvr analyze`` over all
-runs for the plots (``--out/analysis``). ``--json FILE`` writes ``{"methods": {arm: {...}}, ...}``.
+R = −a·e^H + b fitted on baseline's validation points; the issue's aims checked; ``rlvr analyze`` over the
+lab's runs for the plots (``--out/analysis``; one colour per arm, the seeds pooled: ``entropy.png`` and
+``val.png``, mean ± std against the step, ``law.png``, the law fitted per arm with its a and b, and the rest of
+``rlvr analyze``'s figures). ``--json FILE`` writes ``{"methods": {arm: {...}}, ...}``.
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ from rlvr_cli.report import read_rows, summarize_run  # noqa: E402
 ARMS = ("baseline", "entropy_bonus_small", "entropy_bonus_large", "entropy_bonus_xl", "clip_cov", "kl_cov", "siren",
         "rsi_s", "dlogp", "kl_cov_annealed")
 QUICK = ["trainer.max_steps=3", "val.every=3", "val.size=16", "val.n=4", "rollout.prompts_per_step=4",
-         "algo.mini_batch_size=16", "algo.micro_batch_size=16"]
+         "algo.mini_batch_size=8", "algo.micro_batch_size=8"]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -122,47 +124,15 @@ def _val_points(rows: list[dict]) -> list[tuple[float, float]]:
     return out
 
 
-def plot_arms(out: Path, arms: list[str], seeds: list[int]) -> list[Path]:
-    """``entropy_by_arm.png`` and ``val_by_arm.png``: per arm, the mean over seeds against the step, with a
-    band of ± one std (``rlvr analyze`` colours by method, so two arms of one method would share a colour)."""
-    import matplotlib
+def analyze_lab(out: Path, arms: list[str], seeds: list[int]) -> dict[str, str]:
+    """``rlvr analyze`` over the lab's runs (the arms and seeds asked for, in that order) into ``out/analysis``
+    -> {figure: path}. It colours by arm (the run folder without ``_s<seed>``) as soon as one method has
+    several arms, so ``entropy.png`` and ``val.png`` show one line per arm, the mean over seeds with a
+    band of ± one std, and ``law.png`` one law fit per arm over its seeds' points pooled."""
+    from rlvr_cli.analysis.analyze import analyze
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from rlvr_cli.report import _val_key
-
-    written = []
-    for name, pick, label in (("entropy_by_arm", lambda rows: "actor/entropy", "actor/entropy (nats/token)"),
-                              ("val_by_arm", _val_key, "validation avg@n (held-out)")):
-        fig, ax = plt.subplots(figsize=(8, 4.5))
-        for i, arm in enumerate(arms):
-            curves = []
-            for seed in seeds:
-                rows = read_rows(out / f"{arm}_s{seed}")
-                key = pick(rows)
-                curves.append({r["step"]: float(r[key]) for r in rows if key and r.get(key) is not None})
-            steps = sorted(set.intersection(*(set(c) for c in curves)))
-            if not steps:
-                continue
-            mean = [statistics.fmean(c[t] for c in curves) for t in steps]
-            std = [statistics.stdev(c[t] for c in curves) if len(curves) > 1 else 0.0 for t in steps]
-            style = "-" if i < 10 else "--"
-            ax.plot(steps, mean, style, color=f"C{i % 10}", label=arm)
-            ax.fill_between(steps, [m - d for m, d in zip(mean, std)], [m + d for m, d in zip(mean, std)],
-                            color=f"C{i % 10}", alpha=0.12)
-        ax.set_xlabel("training step")
-        ax.set_ylabel(label)
-        ax.set_title(f"entropy lab: mean over seeds {','.join(map(str, seeds))} (band: ± 1 std)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, ncol=2)
-        fig.tight_layout()
-        path = out / "analysis" / f"{name}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
-    return written
+    result = analyze([str(out / f"{arm}_s{seed}") for arm in arms for seed in seeds], out / "analysis")
+    return result["figures"]
 
 
 def mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
@@ -269,10 +239,10 @@ def main(argv=None) -> dict:
     for line in result["aims"]:
         print("aim:", line)
     if not args.no_plots:
-        subprocess.call([sys.executable, "-m", "rlvr_cli.cli", "analyze", str(args.out)], cwd=REPO,
-                        stdout=subprocess.DEVNULL)
-        plot_arms(args.out, args.arms, args.seeds)
-        print(f"plots: {args.out / 'analysis'} (entropy_by_arm.png, val_by_arm.png; rlvr analyze's per run)")
+        figures = analyze_lab(args.out, args.arms, args.seeds)
+        result["figures"] = figures
+        print(f"plots: {args.out / 'analysis'} ({', '.join(Path(p).name for p in figures.values())}; "
+              "one colour per arm, seeds pooled; index.html shows them with the tables)")
     print(f"wall {result['wall_s']:.0f} s")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

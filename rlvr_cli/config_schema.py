@@ -303,6 +303,7 @@ def train_table() -> Table:
         "trainer.deepspeed?": Dict(null=True),
         "trainer.gpu_memory_gb?": Float(gt=0, null=True, why="GiB per GPU for the memory plan; null = the GPU's"),
         "trainer.ignore_memory_plan?": Bool(),
+        "trainer.diagnose_every?": Int(ge=0, why="steps between method/grad_ratio diagnostics; 0 = off"),
         # logger
         "logger.kind?": Enum("none", "wandb"),
         "logger.project?": Str(),
@@ -492,6 +493,11 @@ def world_size(trainer: Mapping[str, Any], env: Mapping[str, str] | None = None)
     return int(trainer.get("gpus", 1)) * int(trainer.get("nodes", 1))
 
 
+def zero3_diagnose_error(every: Any) -> str:
+    return (f"trainer.diagnose_every={show(every)}: expected 0 with trainer.zero_stage=3 (ZeRO-3 partitions the "
+            f"parameters, so the method's gradient diagnostic cannot take gradients over them; use zero_stage 0-2)")
+
+
 def _train_rules(c: Mapping[str, Any], world: int | None) -> Iterable[str]:
     """Cross-field rules, on values the table has passed (absent optional keys take the code's defaults)."""
     algo, rollout, trainer, data = c["algo"], c["rollout"], c.get("trainer") or {}, c.get("data") or {}
@@ -527,6 +533,8 @@ def _train_rules(c: Mapping[str, Any], world: int | None) -> Iterable[str]:
             if trainer.get("offload_optimizer") and stage < 1:
                 yield ("trainer.offload_optimizer=true: expected false unless trainer.zero_stage >= 1 (ZeRO-Offload "
                        "moves the partitioned optimizer state; zero_stage=0 partitions nothing)")
+            if trainer.get("diagnose_every") and stage == 3:
+                yield zero3_diagnose_error(trainer["diagnose_every"])
     source = data.get("source", "file")
     if source == "file":
         for key in ("path", "test_path"):

@@ -1,14 +1,18 @@
 """Stage 6: the clipped policy objective, its aggregation modes and the reference-KL estimators.
 
 Everything here is a pure function on tensors (spec: methods-grpo-cov.md §3–5, verl ``core_algos``).
-Methods never copy the clip: they hand ``policy_loss`` weights, masks or extra per-token terms
-(``rlvr_cli.types.MethodOutput``) and the loop calls it once.
+Methods never copy the clip: they hand ``micro_batch_loss`` weights, masks or extra per-token terms
+(``rlvr_cli.types.MethodOutput``) and the loop calls it once per micro-batch (twice on a diagnosed one:
+with the method and without it, ``rlvr_cli.diagnostics``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
+
+from rlvr_cli.types import MethodOutput
 
 AGG_MODES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm",
              "seq-mean-token-sum-norm-by-seqs")
@@ -136,3 +140,50 @@ def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, kind: str = "
         k2 = 0.5 * d.square()
         value = k2 - k2.detach() + value.detach()
     return value
+
+
+@dataclass
+class MicroBatchLoss:
+    """A micro-batch's share of the mini-batch loss and its parts."""
+
+    total: torch.Tensor  # pg + reference + extra: what is backwarded
+    pg: torch.Tensor  # the aggregated clipped policy-gradient term
+    extra: torch.Tensor | None  # the method's extra_loss times the micro-batch's share of the responses
+    clip_info: dict[str, torch.Tensor] = field(default_factory=dict)  # clipped_token_loss's masks
+
+
+def micro_batch_loss(
+    logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
+    out: MethodOutput, spec: ClipSpec, totals: Any, mode: str = "token-mean", scale_factor: float | None = None,
+    loss_mask: torch.Tensor | None = None, is_weight: torch.Tensor | None = None,
+    reference: torch.Tensor | None = None,
+) -> MicroBatchLoss:
+    """The GRPO loss of one micro-batch, changed only through ``out`` (the method's MethodOutput),
+    ``spec`` (the ClipSpec after its overrides) and ``loss_mask`` (its ``batch.method["loss_mask"]``).
+
+    ℓ = clipped_token_loss(spec) · is_weight · token_weights + token_loss  [n, T]; pg = agg_loss(ℓ) over
+    ``loss_mask`` with the mini-batch totals ``totals.pg_tokens`` / ``pg_seqs``, or over ``mask`` with
+    ``totals.tokens`` / ``seqs`` when there is none; total = pg + reference + extra_loss · share, share =
+    this micro-batch's responses over the mini-batch's (so the sum over micro-batches is a mean).
+    ``reference``: the scaled KL-reference term (the same for every method). ``totals``: an object with
+    ``pg_tokens, pg_seqs, tokens, seqs`` (``trainer.actor.Totals``). Plain GRPO is ``MethodOutput()`` with
+    the algo's ClipSpec and no loss mask.
+    """
+    token_loss, clip_info = clipped_token_loss(logprobs, old_logprobs, advantages, spec)  # [n, T]
+    if is_weight is not None:  # truncated IS for the engine/trainer mismatch
+        token_loss = token_loss * is_weight
+    if out.token_weights is not None:
+        token_loss = token_loss * out.token_weights
+    if out.token_loss is not None:
+        token_loss = token_loss + out.token_loss
+    if loss_mask is None:
+        pg_mask, num_tokens, num_seqs = mask, totals.tokens, totals.seqs
+    else:
+        pg_mask, num_tokens, num_seqs = loss_mask, totals.pg_tokens, totals.pg_seqs
+    pg = agg_loss(token_loss, pg_mask, mode, num_tokens=num_tokens, num_seqs=num_seqs, scale_factor=scale_factor)
+    total = pg if reference is None else pg + reference
+    extra = None
+    if out.extra_loss is not None:
+        extra = out.extra_loss * (float((mask.sum(-1) > 0).sum()) / max(float(totals.seqs), 1.0))
+        total = total + extra
+    return MicroBatchLoss(total=total, pg=pg, extra=extra, clip_info=clip_info)

@@ -146,6 +146,11 @@ class MethodOutput:
     token_loss: [n, T] per-token terms added to the policy loss before aggregation (KL-Cov's penalty).
     extra_loss: scalar added after aggregation; the loop scales it by the micro-batch's share of the
         mini-batch so a mean over micro-batches results (entropy bonus, SIREN's regulariser).
+    active: [n, T] bool, the tokens a term that shows in no per-token field acts on (SIREN's regulariser
+        covers its peak tokens; the entropy bonus every response token). ``method/active_frac`` is the
+        share of response tokens where the method changes anything: these, plus those where
+        token_weights ≠ 1, token_loss ≠ 0, ``batch.method["loss_mask"]`` differs from the response mask
+        or ``clip_overrides`` change the clipped token loss (``rlvr_cli.diagnostics.active_tokens``).
     metrics: scalars to log under ``method/<name>/``.
     reference_metrics: what the reference implementation logs under its own name where its meaning
         differs from the loop's vanilla value (verl's Clip-Cov logs its selected fraction as
@@ -156,5 +161,6 @@ class MethodOutput:
     token_weights: torch.Tensor | None = None
     token_loss: torch.Tensor | None = None
     extra_loss: torch.Tensor | None = None
+    active: torch.Tensor | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     reference_metrics: dict[str, float] = field(default_factory=dict)

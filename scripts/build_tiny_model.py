@@ -12,7 +12,8 @@ sampling: it knows the format and the method but slips on digits (the RL stage h
 (e) saved with ``save_pretrained`` to ``rlvr_cli/assets/tiny_arith`` with a ``build_info.json``.
 
 Countdown has many valid answers per problem: each warm-start example is a problem with one of its
-solutions drawn afresh (``countdown.solutions``), so the model learns the spread over solutions and
+solutions drawn afresh, in one of its written forms (``countdown.solution_forms``: the step order and the
+operand order of + and * in the box), so the model learns the spread over solutions and
 starts RL with real uncertainty (the token entropy, measured on sampled responses, is in
 ``build_info.json``).
 
@@ -46,7 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from rlvr_cli.data.countdown import countdown_split, solutions  # noqa: E402
+from rlvr_cli.data.countdown import countdown_split, solution_forms  # noqa: E402
 from rlvr_cli.data.synthetic import arith_split  # noqa: E402
 from rlvr_cli.rewards.countdown import check as countdown_check  # noqa: E402
 from rlvr_cli.rewards.countdown import parse_gold  # noqa: E402
@@ -141,7 +142,7 @@ def all_solutions(args, row: dict) -> list[str]:
     """The warm start's targets for one problem: every valid solution (countdown), else the one."""
     if args.task == "countdown":
         numbers, target = parse_gold(row["answer"])
-        return list(solutions(tuple(numbers), target))
+        return list(solution_forms(tuple(numbers), target))
     return [row["solution"]]
 
 
@@ -177,6 +178,19 @@ def build_tokenizer(texts: list[str], vocab_size: int):
 
 def prompt_text(tokenizer, problem: str) -> str:
     return tokenizer.apply_chat_template([{"role": "user", "content": problem}], tokenize=False, add_generation_prompt=True)
+
+
+def check_reload(out: Path, tokenizer, examples: list[tuple[list[int], int]]) -> None:
+    """The saved tokenizer, loaded as every engine loads it (``AutoTokenizer``: for a ``qwen2`` config,
+    transformers rebuilds Qwen2's own pre-tokenizer around the saved vocabulary), must give the ids the
+    model was trained on; a custom pre-tokenizer would silently not survive the reload."""
+    from transformers import AutoTokenizer
+
+    loaded = AutoTokenizer.from_pretrained(out, local_files_only=True)
+    for ids, _ in examples:
+        text = tokenizer.decode(ids)
+        if loaded(text, add_special_tokens=False)["input_ids"] != ids:
+            raise SystemExit(f"the saved tokenizer does not reload to the training ids for {text!r}")
 
 
 # ----------------------------------------------------------------------------------------- (b)
@@ -403,6 +417,7 @@ def main(argv=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
+    check_reload(out, tokenizer, [t for paths in data[:50] for t in paths[:4]])
     info = {
         "description": f"Tiny Qwen2 policy for the generated {args.task} task ({task['generator']}), "
                        "built by scripts/build_tiny_model.py: partly competent by design.",

@@ -243,6 +243,16 @@ def test_offload_needs_the_zero_stage_deepspeed_supports():
     validate_train_config(_compose(["trainer=zero3_offload"]), world=1)
 
 
+def test_the_gradient_diagnostic_is_a_count_of_steps_and_refused_under_zero3():
+    assert _train_error(["trainer.diagnose_every=-1"]).startswith("trainer.diagnose_every=-1: expected an int >= 0")
+    msg = _train_error(["trainer=zero3", "trainer.diagnose_every=5"])
+    assert msg.startswith("trainer.diagnose_every=5: expected 0 with trainer.zero_stage=3 (ZeRO-3 partitions")
+    for trainer in ("single", "zero1", "zero2", "zero2_offload"):
+        validate_train_config(_compose([f"trainer={trainer}", "trainer.diagnose_every=5"]), world=1)
+    validate_train_config(_compose(["trainer=zero3", "trainer.diagnose_every=0"]), world=1)
+    assert _compose([]).trainer.diagnose_every == 0  # off by default
+
+
 def test_data_sources_need_their_fields():
     assert _train_error(["data=jsonl"]).startswith("data.path='???': expected a value")
     assert _train_error(["data=jsonl", "data.path=x.jsonl", "data.test_path=null"]).startswith(

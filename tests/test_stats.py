@@ -45,3 +45,24 @@ def test_policy_gradient_kinds():
     assert pg_entropy_change(z, -adv, 0.1, "natural") > 0
     with pytest.raises(ValueError, match="natural, tabular"):
         pg_entropy_change(z, adv, 0.1, "mirror")
+
+
+def test_entropy_profile_by_hand():
+    """Quantiles over valid tokens only (padding ignored), and the share of tokens whose top-1 >= 0.8."""
+    from rlvr_cli.rollout.logprobs import top1_prob
+    from rlvr_cli.stats import entropy_profile
+
+    entropy = torch.tensor([[0.0, 0.1, 0.2, 9.0], [0.3, 0.4, 99.0, 99.0]])
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
+    logits = torch.log(torch.tensor([[0.9, 0.1], [0.5, 0.5], [0.85, 0.15], [0.1, 0.9], [0.7, 0.3], [0.6, 0.4],
+                                     [1.0, 0.0], [1.0, 0.0]])).view(2, 4, 2)
+    top1 = top1_prob(logits)
+    assert torch.allclose(top1[0, :3], torch.tensor([0.9, 0.5, 0.85]))
+    p = entropy_profile(entropy, mask, top1)
+    # valid: 0, .1, .2, .3, .4 -> p50 .2, p80 at position 3.2: .3 + .2 * .1, p95 at 3.8: .38
+    assert p["actor/entropy_p50"] == pytest.approx(0.2)
+    assert p["actor/entropy_p80"] == pytest.approx(0.32)
+    assert p["actor/entropy_p95"] == pytest.approx(0.38)
+    assert p["actor/top1_ge_0.8_frac"] == pytest.approx(2 / 5)  # 0.9 and 0.85 of the 5 valid tokens
+    assert "actor/top1_ge_0.8_frac" not in entropy_profile(entropy, mask)
+    assert entropy_profile(entropy, torch.zeros_like(mask)) == {}

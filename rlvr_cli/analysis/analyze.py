@@ -6,17 +6,25 @@ to ``--out`` (default ``<first path>/analysis``):
 - ``summary.json`` and one comparison table (method, seed, validation accuracy start / end / best,
   entropy start / end, response length, steps, wall time), printed as Markdown (``--json``: the JSON);
 - ``entropy.png``, ``val.png``, ``response_len.png``, ``method_frac.png`` against the training step,
-  one line per run, colour = method;
+  one line per group of runs with the seeds pooled (mean ± one std band). A group is an arm (the run
+  folder without ``_s<seed>``, ``rlvr_cli.analysis.arms``) as soon as one method appears in several arms
+  (the lab's ``entropy_bonus_small/large/xl``), else a method; one colour per group in every figure;
 - with per-stage timings (``timing_s/<stage>``): where a step goes, per run (``stage_s`` in
   ``summary.json``: stage -> mean seconds per training step, ``rlvr_cli.report.stage_split``), as a table
-  and ``timing.png`` (one stacked bar per run);
-- the entropy–performance law per run (``rlvr_cli.analysis.law``) with ``law.png``;
+  and ``timing.png`` (one stacked bar per group);
+- the entropy–performance law (``rlvr_cli.analysis.law``) per run (table) and per group over its seeds'
+  points pooled, with 95% percentile-bootstrap intervals of a, b and the ceiling (table, ``arm_law`` in
+  ``summary.json``, and ``law.png``: the pooled points and one fit per group, and each group's a and b);
 - the covariance check: Pearson correlation between the logged covariance term ``cov/mean`` of step
   s−1 and the measured entropy change ``entropy/delta`` of step s (the update of step s−1 moved the
-  policy from H(s−1) to H(s); Cui et al. §4 predict ΔH ≈ −η·Cov, i.e. a negative correlation), with
-  ``cov.png``. ``cov/mean`` is the sampled-token estimate of ``stats.policy_covariance`` under natural PG;
+  policy from H(s−1) to H(s); Cui et al. §4 predict ΔH ≈ −η·Cov, i.e. a negative correlation), per run in
+  the table; ``cov.png`` pools each group's pairs (its r and least-squares line). ``cov/mean`` is the
+  sampled-token estimate of ``stats.policy_covariance`` under natural PG;
 - with ``rlvr eval`` results under ``<run>/eval/step_N/results.json`` (``scripts/eval_checkpoints.sh``):
   each checkpoint's benchmark accuracies in the table (last checkpoint) and ``eval.png``;
+- does the method act? per run, the median ``method/active_frac``, ``method/grad_ratio`` and
+  ``method/grad_cos`` and a verdict (``rlvr_cli.analysis.binding``: printed, ``binding`` in
+  ``summary.json``, ``binding.md``);
 - ``index.md`` and ``index.html`` showing all of it together.
 
 Law pairs: the validation after step s is paired with the rollout entropy of the same weights, which
@@ -31,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from rlvr_cli.analysis import plots
+from rlvr_cli.analysis.arms import arm_law_table, arm_laws, assign_groups
+from rlvr_cli.analysis.binding import binding_table, write_binding
 from rlvr_cli.analysis.law import MIN_POINTS, fit_entropy_law
 from rlvr_cli.errors import UserError
 from rlvr_cli.report import _fmt, _val_key, find_runs, read_rows, stage_table, summarize_run
@@ -152,6 +162,9 @@ def eval_table(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
+LAW_CI = "intervals: 95% percentile bootstrap over the pooled points, 2000 resamples, fixed seed"
+
+
 def law_table(runs: list[dict[str, Any]]) -> str:
     lines = ["| run | points | a | b | R² | ceiling b − a | RMSE | forecast RMSE (rest) |", "|---|---|---|---|---|---|---|---|"]
     for r in runs:
@@ -174,23 +187,26 @@ def cov_table(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-FIGURES = {
-    "entropy": ("entropy", "actor/entropy (nats/token)", "policy entropy of the training rollouts"),
-    "val": ("val", "validation accuracy", "validation accuracy"),
-    "response_len": ("response_len", "mean response length (tokens)", "response length"),
-    "method_frac": ("method_frac", "fraction of tokens", "method's selected / kept fraction (baseline: PPO clip fraction)"),
-    "eval": ("eval", "benchmark accuracy (mean avg@n)", "rlvr eval of each checkpoint"),
+FIGURES = {  # name: (run key, y label, title); one line per group (arms.assign_groups), seeds pooled
+    "entropy": ("entropy", "policy entropy (nats/token)", "policy entropy of the training rollouts (actor/entropy)"),
+    "val": ("val", "validation accuracy (fraction correct)", "held-out validation accuracy"),
+    "response_len": ("response_len", "mean response length (tokens)", "response length of the training rollouts"),
+    "method_frac": ("method_frac", "fraction of response tokens",
+                    "tokens the method acts on (selected / kept fraction; baseline: PPO clip fraction)"),
+    "eval": ("eval", "benchmark accuracy (fraction correct, mean avg@n)", "rlvr eval of each checkpoint"),
 }
 
 
-def write_figures(runs: list[dict[str, Any]], out: Path) -> dict[str, str]:
+def write_figures(runs: list[dict[str, Any]], out: Path, laws: list[dict[str, Any]] | None = None) -> dict[str, str]:
     made = {}
-    val_key = next((r["val_metric"] for r in runs if r["val_metric"]), "validation accuracy")
+    val_key = next((r["val_metric"] for r in runs if r["val_metric"]), None)
     for name, (key, ylabel, title) in FIGURES.items():
-        ylabel = val_key if name == "val" else ylabel
+        if name == "val" and val_key:
+            ylabel, title = f"validation {val_key.rpartition('/')[2]} (fraction correct)", f"{title} ({val_key})"
         if plots.line_plot(runs, key, ylabel, title, out / f"{name}.png"):
             made[name] = f"{name}.png"
-    if plots.law_plot(runs, out / "law.png"):
+    law_y = f"validation {val_key.rpartition('/')[2]} R (fraction correct)" if val_key else "validation accuracy R"
+    if plots.law_plot(runs, out / "law.png", laws, law_y):
         made["law"] = "law.png"
     if plots.cov_scatter(runs, out / "cov.png"):
         made["cov"] = "cov.png"
@@ -199,9 +215,14 @@ def write_figures(runs: list[dict[str, Any]], out: Path) -> dict[str, str]:
     return made
 
 
-def write_index(runs: list[dict[str, Any]], figures: dict[str, str], out: Path) -> None:
+def write_index(runs: list[dict[str, Any]], figures: dict[str, str], out: Path,
+                laws: list[dict[str, Any]] | None = None) -> None:
     keys = {r["method"]: r["method_frac_key"] for r in runs}
-    md = ["# rlvr analyze", "", table(runs), "", "## Entropy–performance law R = −a·exp(H) + b", "", law_table(runs), "",
+    arm_law = arm_law_table(laws) if laws else ""
+    md = ["# rlvr analyze", "", table(runs), "",
+          *([f"## Entropy–performance law R = −a·exp(H) + b per arm, seeds pooled ({LAW_CI})", "", arm_law, ""]
+            if arm_law else []),
+          "## Entropy–performance law R = −a·exp(H) + b per run", "", law_table(runs), "",
           "## Covariance check", "", cov_table(runs), "", *(["## Checkpoint evals", "", eval_table(runs), ""] if eval_table(runs) else []),
           *(["## Where a step goes", "", stage_table(runs), ""] if stage_table(runs) else []),
           "## Figures", "",
@@ -211,7 +232,8 @@ def write_index(runs: list[dict[str, Any]], figures: dict[str, str], out: Path) 
     body = "".join(f'<figure><img src="{html.escape(p)}" width="640"><figcaption>{html.escape(n)}</figcaption></figure>'
                    for n, p in figures.items())
     tables = "".join(f"<h2>{html.escape(t)}</h2><pre>{html.escape(x)}</pre>" for t, x in (
-        ("runs", table(runs)), ("entropy-performance law", law_table(runs)), ("covariance check", cov_table(runs)),
+        ("runs", table(runs)), (f"entropy-performance law per arm, seeds pooled ({LAW_CI})", arm_law),
+        ("entropy-performance law per run", law_table(runs)), ("covariance check", cov_table(runs)),
         ("checkpoint evals", eval_table(runs)), ("where a step goes", stage_table(runs))) if x)
     (out / "index.html").write_text(f"<!doctype html><meta charset='utf-8'><title>rlvr analyze</title>"
                                     f"<h1>rlvr analyze</h1>{tables}<h2>figures</h2>{body}\n")
@@ -222,11 +244,14 @@ def analyze(paths: list[str], out: str | Path | None = None, fit_first: int | No
     out = Path(out) if out else Path(paths[0]) / "analysis"
     out.mkdir(parents=True, exist_ok=True)
     runs = [analyze_run(d, fit_first) for d in run_dirs]
-    figures = write_figures(runs, out)
-    write_index(runs, figures, out)
+    assign_groups(runs)  # run["arm"], run["group"]: one colour per group in every figure, seeds pooled
+    laws = arm_laws(runs)
+    figures = write_figures(runs, out, laws)
+    write_index(runs, figures, out, laws)
     drop = ("entropy", "val", "response_len", "method_frac", "cov_pairs", "entropy_trajectory", "eval")
     result = {"out": str(out), "figures": {k: str(out / v) for k, v in figures.items()},
-              "runs": [{k: v for k, v in r.items() if k not in drop} for r in runs]}
+              "runs": [{k: v for k, v in r.items() if k not in drop} for r in runs], "arm_law": laws}
+    result["binding"] = write_binding(runs, out)  # does the method act? (binding.md)
     (out / "summary.json").write_text(json.dumps(result, indent=2))
     return result
 
@@ -267,11 +292,13 @@ def analyze_main(args: list[str]) -> None:
         print(json.dumps(result, indent=2))
         return
     runs = result["runs"]
-    print(table(runs) + "\n\n" + law_table(runs) + "\n\n" + cov_table(runs))
+    print(table(runs) + "\n\n" + f"entropy-performance law R = -a e^H + b per arm, seeds pooled ({LAW_CI})\n\n"
+          + arm_law_table(result["arm_law"]) + "\n\nper run\n\n" + law_table(runs) + "\n\n" + cov_table(runs))
     if eval_table(runs):
         print("\n" + eval_table(runs))
     if stage_table(runs):
         print("\n" + stage_table(runs))
+    print("\ndoes the method act?\n\n" + binding_table(result["binding"]))
     refused = [r for r in runs if r["law_refused"]]
     for r in refused:
         print(f"law fit refused for {r['run']}: {r['law_refused']}")

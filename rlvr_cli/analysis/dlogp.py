@@ -144,7 +144,8 @@ def dlogp_main(args: list[str]) -> dict[str, Any]:
               "summary": summarize(dlogp, ro.response_mask, o["threshold"]),
               "top_positive": top_tokens(dlogp, lp_rl, lp_base, ro, tokenizer, o["top"], True),
               "top_negative": top_tokens(dlogp, lp_rl, lp_base, ro, tokenizer, o["top"], False)}
-    histogram(dlogp[ro.response_mask.bool()].tolist(), out / "dlogp_hist.png", "Δlog p = log π_RL − log π_base",
+    histogram(dlogp[ro.response_mask.bool()].tolist(), out / "dlogp_hist.png",
+              "Δlog p = log π_RL − log π_base per response token (nats)",
               f"Δlog p over the RL model's responses ({len(prompts)} problems)", o["threshold"])
     result["figure"] = str(out / "dlogp_hist.png")
     (out / "dlogp.json").write_text(json.dumps(result, indent=2, ensure_ascii=False))

@@ -5,13 +5,14 @@ every number is used exactly once, any bracketing is allowed. Unlike the chained
 ``synthetic.py`` a problem has many valid answers, so sampling entropy means exploration::
 
     problem:  "Using the numbers 3, 4, 6, each exactly once, with + - * /, make 18."
-    solution: "6 - 3 = 3. 3 * 4 = 12. ..."   (one valid solution, drawn at random)
+    solution: "6-3=3. 3*4=12. \\boxed{(6-3)*4}"   (one valid solution, drawn at random)
     answer:   '{"target": 18, "numbers": [3, 4, 6]}'
 
 The gold answer is the problem itself as JSON (verl's ``ground_truth`` dict in TinyZero), since any
 expression that reaches the target counts; ``rewards/countdown.py`` grades it with a small parser.
 
-The worked solution combines two numbers per step (``a op b = c.``), every intermediate a
+The worked solution combines two numbers per step (``a op b = c.``, written without spaces: ``6-3=3.``,
+so that the tokens a Qwen2 tokenizer spends on spaces do not dilute the choices), every intermediate a
 non-negative integer, and ends with the whole expression in ``\\boxed{}``. ``solutions`` lists every such
 path, so a warm start can draw a fresh one per example and learn the spread over solutions. Pure and
 deterministic; train and test are split by a stable hash of the problem text (as ``synthetic.py``).
@@ -49,7 +50,7 @@ def _combine(a: int, b: int) -> list[tuple[str, int]]:
 
 @lru_cache(maxsize=65536)
 def solutions(numbers: tuple[int, ...], target: int) -> tuple[str, ...]:
-    """Every step-by-step solution (``"a op b = c. ... \\boxed{expr}"``) of the problem, in a fixed order.
+    """Every step-by-step solution (``"a+b=c. ... \\boxed{expr}"``) of the problem, in a fixed order.
 
     A state is a list of (value, expression) items; a step replaces two of them by ``a op b`` (ordered
     pairs, so ``4 + 6`` and ``6 + 4`` are different paths; both are valid answers). Exhaustive: with
@@ -68,14 +69,46 @@ def solutions(numbers: tuple[int, ...], target: int) -> tuple[str, ...]:
                 (a, ea), (b, eb) = items[i], items[j]
                 rest = [items[k] for k in range(len(items)) if k not in (i, j)]
                 for op, c in _combine(a, b):
-                    walk(rest + [(c, f"{_wrap(ea)} {op} {_wrap(eb)}")], steps + [f"{a} {op} {b} = {c}."])
+                    walk(rest + [(c, f"{_wrap(ea)}{op}{_wrap(eb)}")], steps + [f"{a}{op}{b}={c}."])
 
     walk([(n, str(n)) for n in numbers], [])
     return tuple(found)
 
 
+@lru_cache(maxsize=65536)
+def solution_forms(numbers: tuple[int, ...], target: int) -> tuple[str, ...]:
+    """Every written form of every solution: each path of ``solutions`` with each boxed expression that
+    reorders the operands of its ``+`` and ``*`` (``\\boxed{9+(4+3)}``, ``\\boxed{(4+3)+9}``,
+    ``\\boxed{(3+4)+9}``, ...), in a fixed order.
+
+    The entropy lab's warm start draws from these, so the policy meets genuinely ambiguous next steps
+    with balanced frequencies inside the answer too (a real reasoning model's forks: Wang et al.,
+    arXiv 2506.01939), not only in the choice of the first step."""
+    found: list[str] = []
+
+    def walk(items: list[tuple[int, tuple[str, ...]]], steps: list[str]) -> None:
+        if len(items) == 1:
+            if items[0][0] == target:
+                found.extend(" ".join(steps) + f" \\boxed{{{e}}}" for e in items[0][1])
+            return
+        for i in range(len(items)):
+            for j in range(len(items)):
+                if i == j:
+                    continue
+                (a, ea), (b, eb) = items[i], items[j]
+                rest = [items[k] for k in range(len(items)) if k not in (i, j)]
+                for op, c in _combine(a, b):
+                    forms = {f"{_wrap(x)}{op}{_wrap(y)}" for x in ea for y in eb}
+                    if op in "+*":
+                        forms |= {f"{_wrap(y)}{op}{_wrap(x)}" for x in ea for y in eb}
+                    walk(rest + [(c, tuple(sorted(forms)))], steps + [f"{a}{op}{b}={c}."])
+
+    walk([(n, (str(n),)) for n in numbers], [])
+    return tuple(dict.fromkeys(found))
+
+
 def _wrap(expr: str) -> str:
-    return f"({expr})" if " " in expr else expr
+    return expr if expr.isdigit() else f"({expr})"
 
 
 def make_countdown_problem(rng: random.Random, n_numbers: int, max_number: int, max_target: int) -> tuple[list[int], int]:

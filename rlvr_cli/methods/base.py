@@ -13,7 +13,7 @@ The loop asks a method three things, in this order, every training step:
    ``needs.minibatch`` (no grad): Clip-Cov / KL-Cov select their tokens here by default (spec
    methods-grpo-cov.md §1, §8). Per-token tensors go in ``mini.method``. Returns metrics.
 3. ``loss(mb)``: per micro-batch, a ``MethodOutput`` (token weights / loss mask / per-token terms /
-   extra scalar loss / metrics). The clipped objective and aggregation live once in ``rlvr_cli.losses``;
+   extra scalar loss / the tokens an extra loss acts on / metrics). The clipped objective and aggregation live once in ``rlvr_cli.losses``;
    a method can only change their settings through ``clip_overrides`` (e.g. KL-Cov turns clipping off).
 
 State that must survive a resume (SIREN's anchor, a seeded generator) goes in ``state_dict``.

@@ -67,4 +67,6 @@ class EntropyBonus(Method):
         with torch.no_grad():
             m = mb.response_mask.bool()
             h_mean = float(h.detach()[m].mean()) if m.any() else 0.0
-        return MethodOutput(token_loss=token_loss, metrics={"entropy_current": h_mean})
+        # the bonus acts on every response token while coef_t ≠ 0 (method/active_frac)
+        active = mb.response_mask.bool() if self.coef else None
+        return MethodOutput(token_loss=token_loss, active=active, metrics={"entropy_current": h_mean})

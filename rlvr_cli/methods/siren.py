@@ -219,7 +219,9 @@ class Siren(Method):
                 "peak_frac": float(peak.sum()) / n_valid if n_valid else 0.0,
                 "empty_mask_seq_frac": float((~peak.any(-1))[rows].float().mean()) if n_rows else 0.0,
             }
-        return MethodOutput(extra_loss=extra, metrics=metrics)
+        # the regulariser reaches the peak tokens only (method/active_frac; nothing with λ = 0)
+        active = peak & mb.response_mask.bool() if self.cfg.coef else None
+        return MethodOutput(extra_loss=extra, active=active, metrics=metrics)
 
     def state_dict(self) -> dict[str, Any]:
         return {"anchor": self.anchor, "anchor_step": self.anchor_step}

@@ -312,9 +312,15 @@ def _chunk_stats(
     return out
 
 
+def top1_prob(logits: torch.Tensor) -> torch.Tensor:
+    """The top token's probability, max softmax(z) = exp(max z − logsumexp z). [..., V] -> [...]"""
+    return torch.exp(logits.max(-1).values - torch.logsumexp(logits, -1))
+
+
 BUILTIN_FNS: dict[str, TokenFn] = {
     "logprobs": token_logprob,
     "entropy": lambda logits, _targets: entropy_from_logits(logits),
+    "top1_prob": lambda logits, _targets: top1_prob(logits),
 }
 
 

@@ -15,13 +15,15 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from rlvr_cli import diagnostics
 from rlvr_cli import dist as ddp
 from rlvr_cli.advantages import grpo_advantages, zero_std_groups
 from rlvr_cli.data.datasets import PromptSampler, load_prompts
+from rlvr_cli.config_schema import zero3_diagnose_error
 from rlvr_cli.errors import UserError
 from rlvr_cli.eval import sample_and_grade, summarize_samples
 from rlvr_cli.lora import LoraSpec, summary as lora_summary
-from rlvr_cli.losses import ClipSpec, agg_loss, clipped_token_loss, kl_penalty, masked_mean
+from rlvr_cli.losses import ClipSpec, agg_loss, kl_penalty, masked_mean, micro_batch_loss
 from rlvr_cli.methods import StepContext, build_method
 from rlvr_cli.stats import entropy_dynamics
 from rlvr_cli.models import has_dropout, load_model, load_tokenizer, pick_device, pick_dtype
@@ -38,7 +40,7 @@ from rlvr_cli.trainer.precision import resolve_precision
 from rlvr_cli.trainer.signals import GracefulStop, StepAbandoned, exit_code, name as signal_name
 from rlvr_cli.timing import StageTimer
 from rlvr_cli.tracking import build_tracker
-from rlvr_cli.types import PolicyBatch, Rollouts, TrainBatch
+from rlvr_cli.types import MethodOutput, PolicyBatch, Rollouts, TrainBatch
 
 log = logging.getLogger(__name__)
 FAULT_KILL_ENV = "RLVR_FAULT_KILL_AT_STEP"  # fault injection for the resume test: SIGKILL after step N
@@ -87,7 +89,12 @@ class GRPOTrainer:
         bad = sorted(set(self.method.clip_overrides) - set(ClipSpec.__dataclass_fields__))
         if bad:
             raise UserError(f"method.loss has unknown key(s) {bad}; valid: {', '.join(ClipSpec.__dataclass_fields__)}")
+        self.algo_clip = ClipSpec(**clip)  # plain GRPO's: the "without the method" loss of the diagnostic
         self.clip = ClipSpec(**{**clip, **self.method.clip_overrides})
+        # method/grad_ratio and grad_cos every N steps (rlvr_cli.diagnostics; 0 = off)
+        self.diagnose_every = int(self.trainer_cfg.get("diagnose_every") or 0)
+        self._diagnosis: dict[str, float] = {}  # the current step's, merged into update()'s metrics
+        self._diagnose_at: tuple[int, int] | None = None  # (epoch, mini-batch) diagnosed in this step
         reward = c(cfg.reward)
         self.grader = build_grader(reward)
         self.reward_terms = build_rewards(reward, int(self.rollout_cfg["max_new_tokens"]))
@@ -112,6 +119,8 @@ class GRPOTrainer:
                            adapter=resume_adapter, merge_adapter=False,
                            adapter_dtype=self.precision.weights)  # fp32 adapters over a bf16 base on one GPU
         self.engine = self._build_engine(model, c(cfg.optim))
+        if self.diagnose_every and isinstance(self.engine, DeepSpeedEngine) and self.engine.zero_stage == 3:
+            raise UserError(zero3_diagnose_error(self.diagnose_every))  # e.g. a stage set in trainer.deepspeed
         kl = self.algo["kl"]["enabled"]
         ref_model = self._load_reference(model_cfg, compute) if kl and not self.lora else None
         self.actor = Actor(
@@ -262,7 +271,7 @@ class GRPOTrainer:
             with self.timer.stage("method"):
                 metrics.update({f"method/{self.method.name}/{k}": v for k, v in self.method.prepare(batch, self._ctx(step)).items()})
             # 7. loss + optimizer steps over mini-/micro-batches
-            metrics.update(self.update(batch, step, record=("logprobs", "entropy") if reuse else ()))
+            metrics.update(self.update(batch, step, record=("logprobs", "entropy", "top1_prob") if reuse else ()))
             if reuse:  # 5, after the fact: the rollout policy's statistics from the update's forwards
                 batch.token["old_logprobs"] = batch.token.pop("logprobs")
                 metrics.update(self._dynamics(batch))
@@ -388,11 +397,11 @@ class GRPOTrainer:
         if self.bypass and "rollout_logprobs" in batch.token:
             if not needs.rollout and not self.actor.has_reference:
                 return {"old_logprobs": batch.token["rollout_logprobs"].clone()}
-            token = self._score_policy(batch, ["logprobs", "entropy", *needs.rollout])
+            token = self._score_policy(batch, ["logprobs", "entropy", "top1_prob", *needs.rollout])
             token["trainer_logprobs"] = token.pop("logprobs")
             token["old_logprobs"] = batch.token["rollout_logprobs"].clone()
             return {**token, **ref}
-        token = self._score_policy(batch, ["logprobs", "entropy", *needs.rollout])
+        token = self._score_policy(batch, ["logprobs", "entropy", "top1_prob", *needs.rollout])
         token["old_logprobs"] = token.pop("logprobs")
         return {**token, **ref}
 
@@ -408,6 +417,12 @@ class GRPOTrainer:
         """PPO epochs x mini-batches x micro-batches of ``_micro_loss`` (the actor runs them); ``record``:
         statistics of the first mini-batch's forwards kept in ``batch.token`` (``Actor.update``)."""
         tokens = float(batch.rollouts.attention_mask.sum()) * self.algo["ppo_epochs"]
+        # the gradient diagnostic's optimizer step: the step's last (epoch, mini-batch), the most off-policy,
+        # where a term that needs lp ≠ old binds if it ever does (KL-Cov); the only one with one of each
+        self._diagnose_at = None
+        if self.diagnose_every and step % self.diagnose_every == 0:
+            n_mini = max(1, math.ceil(ddp.all_sum(len(batch)) / self.algo["mini_batch_size"]))  # as Actor.update
+            self._diagnose_at = (self.algo["ppo_epochs"] - 1, n_mini - 1)
         with self.timer.stage("update_actor", tokens=tokens):
             metrics, skipped = self.actor.update(batch, self.algo["mini_batch_size"], self.algo["ppo_epochs"],
                                                  lambda mb, where, totals: self._micro_loss(mb, step, where, totals),
@@ -416,6 +431,8 @@ class GRPOTrainer:
         for where in self.actor.nonfinite:
             log.warning("step %d: non-finite %s: optimizer step not applied", step, where)
         self.actor.nonfinite.clear()
+        metrics.update(self._diagnosis)  # one micro-batch's: not averaged with the per-micro-batch metrics
+        self._diagnosis = {}
         return metrics
 
     def _prepare_minibatch(self, mini: TrainBatch, step: int, where: tuple[int, int]) -> dict[str, float]:
@@ -454,7 +471,8 @@ class GRPOTrainer:
     def _dynamics(self, batch: TrainBatch) -> dict[str, float]:
         if "entropy" not in batch.token:  # bypass mode without a scoring pass
             return {}
-        m = entropy_dynamics(batch.old_logprobs, batch.token["entropy"], batch.advantages, batch.response_mask)
+        m = entropy_dynamics(batch.old_logprobs, batch.token["entropy"], batch.advantages, batch.response_mask,
+                             batch.token.get("top1_prob"))
         if self.prev_entropy is not None and "actor/entropy" in m:
             m["entropy/delta"] = m["actor/entropy"] - self.prev_entropy
         self.prev_entropy = m.get("actor/entropy", self.prev_entropy)
@@ -463,14 +481,16 @@ class GRPOTrainer:
     # ------------------------------------------------------------------------------------------ loss
     def _micro_loss(self, mb: TrainBatch, step: int, where: tuple[int, int, int], totals: Totals) -> tuple[torch.Tensor, dict[str, float]]:
         """Loss of one micro-batch: the shared clipped objective, changed only through MethodOutput."""
-        pg_tokens, pg_seqs, all_tokens, all_seqs = totals.pg_tokens, totals.pg_seqs, totals.tokens, totals.seqs
+        all_tokens, all_seqs = totals.tokens, totals.seqs
         needs = self.method.needs
         log_entropy = "entropy" not in mb.token and "entropy" not in needs.update  # bypass without scoring
-        names = ["logprobs", *needs.update, *(["entropy"] if log_entropy else [])]
+        profile = ["top1_prob"] if "top1_prob" not in mb.token else []  # when the scoring pass was skipped
+        names = ["logprobs", *needs.update, *(["entropy"] if log_entropy else []), *profile]
         stats = self.actor.forward(mb.rollouts, names, ["logprobs", *needs.update_grad], needs.fns)
         mask = mb.response_mask.to(self.device).float()
         lp = stats.pop("logprobs")
         entropy = stats.pop("entropy") if log_entropy else None
+        stats.pop("top1_prob", None)  # recorded for the entropy profile (``_dynamics``), not a method input
         adv = mb.advantages.to(self.device)
         if where[:2] == (0, 0) and not self.bypass:
             # the first mini-batch of a step is on-policy: use the current log-probs themselves (verl's
@@ -486,34 +506,41 @@ class GRPOTrainer:
             step=step, minibatch_tokens=all_tokens, minibatch_seqs=all_seqs, microbatch_index=where, clip=self.clip,
         )
         out = self.method.loss(pb)
-        token_loss, clip_info = clipped_token_loss(lp, old, adv, self.clip)
-        if "rollout_is_weight" in pb.old_token:  # truncated IS for the engine/trainer mismatch
-            token_loss = token_loss * pb.old_token["rollout_is_weight"]
-        if out.token_weights is not None:
-            token_loss = token_loss * out.token_weights
-        if out.token_loss is not None:
-            token_loss = token_loss + out.token_loss
-        pg_mask = pb.method.get("loss_mask", mask)
         mode, scale = self.algo["loss_agg_mode"], self.algo.get("loss_scale_factor") or self.rollout_cfg["max_new_tokens"]
-        pg_loss = agg_loss(token_loss, pg_mask, mode, num_tokens=pg_tokens, num_seqs=pg_seqs, scale_factor=scale)
-        loss = pg_loss
-        # ours under ppo/* for every method; verl's names under actor/*, with the method's meaning where
-        # the reference gives them another (Clip-Cov's selected fraction, KL-Cov's mean |lp − old|)
-        m = {"loss/pg": float(pg_loss.detach()), "ppo/clipfrac": float(masked_mean(clip_info["clipped"].float(), mask)),
-             "ppo/clipfrac_lower": float(masked_mean(clip_info["clipped_lower"].float(), mask)),
-             "ppo/kl": float(masked_mean(clip_info["neg_log_ratio"], mask))}
-        m.update({"actor/pg_clipfrac": m["ppo/clipfrac"], "actor/pg_clipfrac_lower": m["ppo/clipfrac_lower"],
-                  "actor/ppo_kl": m["ppo/kl"], **out.reference_metrics})
+        m: dict[str, float] = {}
+        reference = None  # the KL-reference term, the same with and without the method
         if self.actor.has_reference:
             kl = kl_penalty(lp, pb.old_token["ref_logprobs"], self.algo["kl"]["type"])
             kl_loss = agg_loss(kl, mask, mode, num_tokens=all_tokens, num_seqs=all_seqs, scale_factor=scale)
-            loss = loss + self.algo["kl"]["coef"] * kl_loss
+            reference = self.algo["kl"]["coef"] * kl_loss
             m["loss/kl"] = float(kl_loss.detach())
-        if out.extra_loss is not None:
-            share = float((mask.sum(-1) > 0).sum()) / max(all_seqs, 1.0)  # a mean over micro-batches
-            loss = loss + out.extra_loss * share
-            m["loss/method_extra"] = float(out.extra_loss.detach()) * share
+        # the loss of this micro-batch for a MethodOutput and a ClipSpec: with the method (the real one),
+        # and on a diagnosed micro-batch without it (MethodOutput(), the algo's clip, no loss mask)
+        loss_of = lambda o, clip, loss_mask=None: micro_batch_loss(  # noqa: E731
+            lp, old, adv, mask, o, clip, totals, mode, scale, loss_mask=loss_mask,
+            is_weight=pb.old_token.get("rollout_is_weight"), reference=reference)
+        res = loss_of(out, self.clip, pb.method.get("loss_mask"))
+        loss, clip_info = res.total, res.clip_info
+        # the diagnostic (every trainer.diagnose_every steps): on the first micro-batch of the step's last
+        # optimizer step that has a policy gradient (a non-zero advantage), see update()
+        if where[:2] == self._diagnose_at and not self._diagnosis and bool((adv * mask).any()):
+            with self.timer.stage("diagnose"):  # two extra backwards of this micro-batch, no .grad written
+                self._diagnosis = diagnostics.gradient_diagnostic(
+                    loss, loss_of(MethodOutput(), self.algo_clip).total, [p for p in self.model.parameters() if p.requires_grad])
+        # ours under ppo/* for every method; verl's names under actor/*, with the method's meaning where
+        # the reference gives them another (Clip-Cov's selected fraction, KL-Cov's mean |lp − old|)
+        m.update({"loss/pg": float(res.pg.detach()), "ppo/clipfrac": float(masked_mean(clip_info["clipped"].float(), mask)),
+                  "ppo/clipfrac_lower": float(masked_mean(clip_info["clipped_lower"].float(), mask)),
+                  "ppo/kl": float(masked_mean(clip_info["neg_log_ratio"], mask))})
+        m.update({"actor/pg_clipfrac": m["ppo/clipfrac"], "actor/pg_clipfrac_lower": m["ppo/clipfrac_lower"],
+                  "actor/ppo_kl": m["ppo/kl"], **out.reference_metrics})
+        if res.extra is not None:  # a mean over micro-batches
+            m["loss/method_extra"] = float(res.extra.detach())
         m["loss/total"] = float(loss.detach())
+        # the share of response tokens the method changes anything on (0 for plain GRPO)
+        active = diagnostics.active_tokens(out, mask, pb.method.get("loss_mask"),
+                                           diagnostics.clip_changed(lp, old, adv, self.clip, self.algo_clip))
+        m["method/active_frac"] = diagnostics.active_fraction(active, mask)
         if entropy is not None:  # a mean over the update's forwards, as verl logs it
             m["actor/entropy"] = float(masked_mean(entropy, mask))
         m.update({f"method/{self.method.name}/{k}": v for k, v in out.metrics.items()})

@@ -20,6 +20,24 @@ def test_every_lab_recipe_is_an_arm():
         lab.parse_args(["--arms", "baseline,nope"])
 
 
+def test_plots_come_from_rlvr_analyze_one_colour_per_arm(tmp_path):
+    """No plotting of its own: rlvr analyze over the arms and seeds asked for (a stale arm in the folder is
+    left out), the entropy_bonus arms apart although they share a method."""
+    from tests.analysis.test_analyze import _run
+
+    for arm, method in (("baseline", "baseline"), ("entropy_bonus_small", "entropy_bonus"),
+                        ("entropy_bonus_xl", "entropy_bonus"), ("stale", "siren")):
+        for seed in (0, 1):
+            _run(tmp_path, f"{arm}_s{seed}", method, seed, steps=6)
+    assert not hasattr(lab, "plot_arms")
+    figures = lab.analyze_lab(tmp_path, ["baseline", "entropy_bonus_small", "entropy_bonus_xl"], [0, 1])
+    for name in ("entropy", "val", "law"):
+        assert figures[name] == str(tmp_path / "analysis" / f"{name}.png")
+    summary = json.loads((tmp_path / "analysis" / "summary.json").read_text())
+    assert [g["group"] for g in summary["arm_law"]] == ["baseline", "entropy_bonus_small", "entropy_bonus_xl"]
+    assert [g["n_points"] for g in summary["arm_law"]] == [8, 8, 8]  # validations at 0, 2, 4, 6 of both seeds
+
+
 @pytest.mark.slow
 def test_quick_mode_runs_every_arm_and_writes_the_json(tmp_path, capsys):
     out = tmp_path / "lab.json"

@@ -42,7 +42,8 @@ def main(out_file: str, *overrides: str) -> None:
     else:
         weights = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
     if rank == 0:
-        torch.save({"loss": metrics["loss/pg"], "selected": metrics.get("method/kl_cov/n_selected", 0.0), "init": init, "weights": {k: v.float() for k, v in weights.items()}}, out_file)
+        torch.save({"loss": metrics["loss/pg"], "selected": metrics.get("method/kl_cov/n_selected", 0.0), "init": init,
+                    "weights": {k: v.float() for k, v in weights.items()}, "metrics": metrics}, out_file)
     trainer.close()
 
 

@@ -55,6 +55,23 @@ def test_two_ranks_equal_one_process(tmp_path, stage, method):
     assert moved > 1e-4  # the update really moved the weights, so equality means something
 
 
+def test_gradient_diagnostic_under_zero2_leaves_the_update_bit_identical(tmp_path):
+    """trainer.diagnose_every=1 on two ZeRO-2 ranks: autograd.grad over the unwrapped module's parameters
+    fires none of DeepSpeed's gradient hooks, so the reduced update is the same bit for bit."""
+    out = {}
+    for every in (0, 1):
+        out[every] = tmp_path / f"d{every}.pt"
+        run = subprocess.run(_torchrun(str(WORKER), str(out[every]), *BATCH, "method=dlogp", "algo.micro_batch_size=2",
+                                       "trainer=zero2", "trainer.device=cpu", f"trainer.diagnose_every={every}", port=29605 + every),
+                             env=ENV, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr[-3000:]
+    a, b = torch.load(out[0]), torch.load(out[1])
+    assert "method/grad_ratio" not in a["metrics"] and 0 < b["metrics"]["method/grad_ratio"] < float("inf")
+    assert -1 <= b["metrics"]["method/grad_cos"] <= 1
+    for name, w in a["weights"].items():
+        assert torch.equal(b["weights"][name], w), name
+
+
 @pytest.mark.parametrize("trainer,port", [("zero2", 29612), ("zero3", 29613), ("zero2_offload", 29614),
                                           ("zero3_offload", 29615)])
 def test_rlvr_train_launches_two_ranks_and_exports_hf(tmp_path, trainer, port):
