@@ -41,7 +41,7 @@ from typing import Any
 from rlvr_cli.analysis import plots
 from rlvr_cli.analysis.arms import arm_law_table, arm_laws, assign_groups
 from rlvr_cli.analysis.binding import binding_table, write_binding
-from rlvr_cli.analysis.law import MIN_POINTS, fit_entropy_law
+from rlvr_cli.analysis.law import fit_entropy_law, pearson, refusal
 from rlvr_cli.errors import UserError
 from rlvr_cli.report import _fmt, _val_key, find_runs, read_rows, stage_table, summarize_run
 from rlvr_cli.report import train_rows as _train_rows
@@ -79,16 +79,6 @@ def law_points(rows: list[dict[str, Any]], val_key: str | None) -> list[tuple[in
         if h is not None:
             out.append((step, h, acc))
     return out
-
-
-def _pearson(xs: list[float], ys: list[float]) -> float | None:
-    n = len(xs)
-    if n < 3:
-        return None
-    mx, my = sum(xs) / n, sum(ys) / n
-    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
-    sxx, syy = sum((x - mx) ** 2 for x in xs), sum((y - my) ** 2 for y in ys)
-    return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else None
 
 
 def cov_pairs(rows: list[dict[str, Any]]) -> list[tuple[int, float, float]]:
@@ -136,7 +126,7 @@ def analyze_run(run_dir: Path, fit_first: int | None = None) -> dict[str, Any]:
         run["law"], run["law_refused"] = None, str(e)
     pairs = cov_pairs(rows)
     run["cov_pairs"] = pairs
-    run["cov_check"] = {"n": len(pairs), "pearson": _pearson([p[1] for p in pairs], [p[2] for p in pairs])}
+    run["cov_check"] = {"n": len(pairs), "pearson": pearson([p[1] for p in pairs], [p[2] for p in pairs])}
     return run
 
 
@@ -170,8 +160,7 @@ def law_table(runs: list[dict[str, Any]]) -> str:
     for r in runs:
         f = r["law"]
         if f is None:
-            why = "constant entropy" if "vary" in (r["law_refused"] or "") else f"fewer than {MIN_POINTS} points"
-            lines.append(f"| {r['run']} | {len(r['law_points'])} | – | – | – | – | – | refused: {why} |")
+            lines.append(f"| {r['run']} | {len(r['law_points'])} | – | – | – | – | – | refused: {refusal(r['law_refused'])} |")
             continue
         fc = "–" if f["predict_rmse"] is None else f"{f['predict_rmse']:.4f} on {f['n_predicted']} (fit on first {f['fit_first']})"
         lines.append(f"| {r['run']} | {f['n']} | {f['a']:.4g} | {f['b']:.4g} | {f['r2']:.3f} | {f['ceiling']:.4f} | "
@@ -216,10 +205,11 @@ def write_figures(runs: list[dict[str, Any]], out: Path, laws: list[dict[str, An
 
 
 def write_index(runs: list[dict[str, Any]], figures: dict[str, str], out: Path,
-                laws: list[dict[str, Any]] | None = None) -> None:
+                laws: list[dict[str, Any]] | None = None, binding: list[dict[str, Any]] | None = None) -> None:
     keys = {r["method"]: r["method_frac_key"] for r in runs}
     arm_law = arm_law_table(laws) if laws else ""
-    md = ["# rlvr analyze", "", table(runs), "",
+    acts = binding_table(binding) if binding else ""
+    md = ["# rlvr analyze", "", table(runs), "", *(["## Does the method act?", "", acts, ""] if acts else []),
           *([f"## Entropy–performance law R = −a·exp(H) + b per arm, seeds pooled ({LAW_CI})", "", arm_law, ""]
             if arm_law else []),
           "## Entropy–performance law R = −a·exp(H) + b per run", "", law_table(runs), "",
@@ -232,7 +222,7 @@ def write_index(runs: list[dict[str, Any]], figures: dict[str, str], out: Path,
     body = "".join(f'<figure><img src="{html.escape(p)}" width="640"><figcaption>{html.escape(n)}</figcaption></figure>'
                    for n, p in figures.items())
     tables = "".join(f"<h2>{html.escape(t)}</h2><pre>{html.escape(x)}</pre>" for t, x in (
-        ("runs", table(runs)), (f"entropy-performance law per arm, seeds pooled ({LAW_CI})", arm_law),
+        ("runs", table(runs)), ("does the method act?", acts), (f"entropy-performance law per arm, seeds pooled ({LAW_CI})", arm_law),
         ("entropy-performance law per run", law_table(runs)), ("covariance check", cov_table(runs)),
         ("checkpoint evals", eval_table(runs)), ("where a step goes", stage_table(runs))) if x)
     (out / "index.html").write_text(f"<!doctype html><meta charset='utf-8'><title>rlvr analyze</title>"
@@ -247,11 +237,12 @@ def analyze(paths: list[str], out: str | Path | None = None, fit_first: int | No
     assign_groups(runs)  # run["arm"], run["group"]: one colour per group in every figure, seeds pooled
     laws = arm_laws(runs)
     figures = write_figures(runs, out, laws)
-    write_index(runs, figures, out, laws)
+    binding = write_binding(runs, out)  # does the method act? (binding.md)
+    write_index(runs, figures, out, laws, binding)
     drop = ("entropy", "val", "response_len", "method_frac", "cov_pairs", "entropy_trajectory", "eval")
     result = {"out": str(out), "figures": {k: str(out / v) for k, v in figures.items()},
-              "runs": [{k: v for k, v in r.items() if k not in drop} for r in runs], "arm_law": laws}
-    result["binding"] = write_binding(runs, out)  # does the method act? (binding.md)
+              "runs": [{k: v for k, v in r.items() if k not in drop} for r in runs], "arm_law": laws,
+              "binding": binding}
     (out / "summary.json").write_text(json.dumps(result, indent=2))
     return result
 

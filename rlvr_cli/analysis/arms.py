@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from rlvr_cli.analysis.law import MIN_POINTS, bootstrap_intervals, fit_entropy_law
+from rlvr_cli.analysis.law import bootstrap_intervals, fit_entropy_law, refusal
 from rlvr_cli.errors import UserError
 
 _SEED_SUFFIX = re.compile(r"[_-]s(?:eed)?[_-]?\d+$")
@@ -91,8 +91,8 @@ def arm_law_table(laws: list[dict[str, Any]]) -> str:
     for g in laws:
         f = g["law"]
         if f is None:
-            why = "constant entropy" if "vary" in (g["law_refused"] or "") else f"fewer than {MIN_POINTS} points"
-            lines.append(f"| {g['group']} | {len(g['runs'])} | {g['n_points']} | – | – | – | – | refused: {why} |")
+            lines.append(f"| {g['group']} | {len(g['runs'])} | {g['n_points']} | – | – | – | – | "
+                         f"refused: {refusal(g['law_refused'])} |")
             continue
         ci = lambda k: f"{f[k]:.3g} [{f[k + '_ci'][0]:.3g}, {f[k + '_ci'][1]:.3g}]"  # noqa: E731
         lines.append(f"| {g['group']} | {len(g['runs'])} | {f['n']} | {ci('a')} | {ci('b')} | {f['r2']:.3f} | "

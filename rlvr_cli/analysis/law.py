@@ -20,6 +20,22 @@ from rlvr_cli.errors import UserError
 MIN_POINTS = 3  # two points fit any (a, b) exactly: R² = 1 says nothing
 
 
+def refusal(reason: str | None) -> str:
+    """A refused fit's reason for a table cell (``reason``: the UserError's text)."""
+    return "constant entropy" if "vary" in (reason or "") else f"fewer than {MIN_POINTS} points"
+
+
+def pearson(xs: Sequence[float], ys: Sequence[float]) -> float | None:
+    """Pearson's r of two equal-length series; None under 3 points or where either is constant."""
+    n = len(xs)
+    if n < 3:
+        return None
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
+    sxx, syy = sum((x - mx) ** 2 for x in xs), sum((y - my) ** 2 for y in ys)
+    return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else None
+
+
 @dataclass(frozen=True)
 class LawFit:
     a: float

@@ -17,6 +17,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from rlvr_cli.analysis.arms import groups  # noqa: E402
+from rlvr_cli.analysis.law import pearson  # noqa: E402
+
 SMOOTH_ABOVE = 30  # series longer than this are drawn as a centred moving mean (per run, before pooling)
 DPI = 150
 RC = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 9, "legend.title_fontsize": 9,
@@ -36,16 +39,9 @@ def _group_of(r: dict[str, Any]) -> str:
     return str(r.get("group") or r["method"])
 
 
-def _groups(runs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    out: dict[str, list[dict[str, Any]]] = {}
-    for r in runs:
-        out.setdefault(_group_of(r), []).append(r)
-    return out
-
-
 def group_styles(runs: list[dict[str, Any]]) -> dict[str, tuple[Any, str]]:
     """{group: (colour, line style)} over all runs, so a group keeps its colour in every figure."""
-    names = list(_groups(runs))
+    names = list(groups(runs))
     cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
     return {g: (cmap(i % cmap.N), STYLES[(i // cmap.N) % len(STYLES)]) for i, g in enumerate(names)}
 
@@ -65,26 +61,78 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def pool(curves: list[tuple[list[int], list[float]]]) -> tuple[list[int], list[float], list[float], list[int]]:
-    """Curves (steps, values) of one group's runs -> (steps, mean, sample std, runs counted), at every step
-    any run logged (mean and std over the runs that logged it; std 0 where only one did)."""
+def _by_step(curves: list[tuple[list[int], list[float]]]) -> dict[int, list[float]]:
     at: dict[int, list[float]] = {}
     for steps, values in curves:
         for s, v in zip(steps, values):
             at.setdefault(s, []).append(v)
-    steps = sorted(at)
+    return dict(sorted(at.items()))
+
+
+def pool(curves: list[tuple[list[int], list[float]]]) -> tuple[list[int], list[float], list[float], list[int]]:
+    """Curves (steps, values) of one group's runs -> (steps, mean, sample std, runs counted), at every step
+    any run logged (mean and std over the runs that logged it; std 0 where only one did)."""
+    at = _by_step(curves)
+    steps = list(at)
     mean = [sum(at[s]) / len(at[s]) for s in steps]
     std = [math.sqrt(sum((v - m) ** 2 for v in at[s]) / (len(at[s]) - 1)) if len(at[s]) > 1 else 0.0
            for s, m in zip(steps, mean)]
     return steps, mean, std, [len(at[s]) for s in steps]
 
 
+def band(curves: list[tuple[list[int], list[float]]]) -> tuple[list[float], list[float]]:
+    """The ± 1 std band of ``pool``, kept inside the range the runs span at each step: one seed that
+    explodes (0.1, 0.1, 5.6) would otherwise draw an entropy band below zero."""
+    at = _by_step(curves)
+    _, mean, std, _ = pool(curves)
+    return ([max(m - d, min(v)) for m, d, v in zip(mean, std, at.values())],
+            [min(m + d, max(v)) for m, d, v in zip(mean, std, at.values())])
+
+
+def bulk_range(values: list[float], q: float = 0.98, far: float = 1.5) -> tuple[float, float] | None:
+    """Axis limits that show the bulk of ``values`` (their ``1 − q`` to ``q`` quantiles, 15% margin), where
+    some lie more than ``far`` × that span beyond it: one exploded run must not squash every other arm's
+    points into a corner. None where the whole range reads well."""
+    if len(values) < 10:
+        return None
+    ranked = sorted(values)
+    lo, hi = ranked[int((1 - q) * (len(ranked) - 1))], ranked[int(q * (len(ranked) - 1))]
+    span = hi - lo
+    if span <= 0 or (ranked[-1] <= hi + far * span and ranked[0] >= lo - far * span):
+        return None
+    return lo - 0.15 * span, hi + 0.15 * span
+
+
+def _clip_axes(ax, xs: list[float], ys: list[float], what: str) -> str:
+    """Limit both axes to the bulk of the points (``bulk_range``); a note of the points left out, for the
+    axis label ('' where none are)."""
+    xr, yr = bulk_range(xs), bulk_range(ys)
+    if xr is None and yr is None:
+        return ""
+    xr = xr or (min(xs), max(xs))
+    inside = [y for x, y in zip(xs, ys) if xr[0] <= x <= xr[1]]
+    yr = yr or (min(inside), max(inside))
+    pad = 0.05 * ((xr[1] - xr[0]) or 1.0), 0.05 * ((yr[1] - yr[0]) or 1.0)
+    ax.set_xlim(xr[0] - pad[0], xr[1] + pad[0])
+    ax.set_ylim(yr[0] - pad[1], yr[1] + pad[1])
+    out = sum(not (xr[0] <= x <= xr[1] and yr[0] <= y <= yr[1]) for x, y in zip(xs, ys))
+    return f"; {out} of {len(xs)} {what} lie outside the axes, not drawn (the fits use them)" if out else ""
+
+
+LOG_SPAN = 20.0  # a figure whose positive values span more than this factor is drawn on a log axis
+
+
+def wants_log(values: list[float]) -> bool:
+    """Whether a series set needs a log axis: all positive and spanning more than ``LOG_SPAN``×."""
+    return bool(values) and min(values) > 0 and max(values) / min(values) > LOG_SPAN
+
+
 def _counts_note(sizes: list[int], what: str = "seeds") -> tuple[str, bool]:
     """The subtitle's pooling note, and whether the legend must give each group's run count."""
     if len(set(sizes)) == 1:
         n = sizes[0]
-        return ("one run per group" if n == 1 else f"line: mean over {n} {what}, band: ± 1 std"), False
-    return "line: mean over the group's runs (count in the legend), band: ± 1 std", True
+        return ("one run per group" if n == 1 else f"line: mean over {n} {what}, band: ± 1 std within the runs' range"), False
+    return "line: mean over the group's runs (count in the legend), band: ± 1 std within the runs' range", True
 
 
 def line_plot(runs: list[dict[str, Any]], key: str, ylabel: str, title: str, path: Path) -> Path | None:
@@ -95,27 +143,31 @@ def line_plot(runs: list[dict[str, Any]], key: str, ylabel: str, title: str, pat
     if not have:
         return None
     styles = group_styles(runs)
-    grouped = _groups(have)
+    grouped = groups(have)
     longest = max(len(r[key][0]) for r in have)
     window = longest // 12 if longest > SMOOTH_ABOVE else 1
     note, show_n = _counts_note([len(m) for m in grouped.values()])
     with plt.rc_context(RC):
         fig, ax = plt.subplots(figsize=(8.5, 4.6))
+        drawn: list[float] = []
         for g, members in grouped.items():
             colour, ls = styles[g]
             curves = [(r[key][0], moving_mean(r[key][1], window) if len(r[key][0]) > SMOOTH_ABOVE else r[key][1])
                       for r in members]
             steps, mean, std, _ = pool(curves)
+            drawn += [v for _, vs in curves for v in vs]
             label = g + (f" ({len(members)} run{'s' if len(members) > 1 else ''})" if show_n else "")
             short = len(steps) <= SMOOTH_ABOVE
             ax.plot(steps, mean, color=colour, linestyle=ls, lw=1.8, marker="o" if short else None, markersize=3.5,
                     label=label)
             if len(members) > 1:
-                ax.fill_between(steps, [m - d for m, d in zip(mean, std)], [m + d for m, d in zip(mean, std)],
-                                color=colour, alpha=0.13, lw=0)
+                ax.fill_between(steps, *band(curves), color=colour, alpha=0.13, lw=0)
         ax.set_xlabel("training step")
         ax.set_ylabel(ylabel)
         sub = note + (f"; moving mean over {window} steps" if window > 1 else "")
+        if wants_log(drawn):  # one exploding run would flatten every other line on a linear axis
+            ax.set_yscale("log")
+            sub += "; log axis"
         ax.set_title(f"{title}\n{sub}", fontsize=10.5)
         _legend(ax, runs)
         return _save(fig, path)
@@ -130,7 +182,7 @@ def law_plot(runs: list[dict[str, Any]], path: Path, laws: list[dict[str, Any]] 
 
     from rlvr_cli.analysis.arms import arm_laws
 
-    grouped = {g: m for g, m in _groups(runs).items() if any(r.get("law_points") for r in m)}
+    grouped = {g: m for g, m in groups(runs).items() if any(r.get("law_points") for r in m)}
     if not grouped:
         return None
     laws = {g["group"]: g for g in (laws if laws is not None else arm_laws(runs))}
@@ -154,7 +206,9 @@ def law_plot(runs: list[dict[str, Any]], path: Path, laws: list[dict[str, Any]] 
                         label=f"{g}: R² = {fit['r2']:.2f}, n = {fit['n']}")
             else:
                 ax.scatter([], [], color=colour, s=14, label=f"{g}: no fit ({len(h)} points)")
-        ax.set_xlabel("policy entropy H of the training rollouts (nats/token)")
+        every = [p for m in grouped.values() for r in m for p in r.get("law_points") or []]
+        clipped = _clip_axes(ax, [p[1] for p in every], [p[2] for p in every], "points")
+        ax.set_xlabel("policy entropy H of the training rollouts (nats/token)" + clipped)
         ax.set_ylabel(ylabel)
         runs_per = {len(m) for m in grouped.values()}
         pooled = f"{runs_per.pop()} seeds pooled per {_legend_title(runs)}" if len(runs_per) == 1 else "seeds pooled"
@@ -184,20 +238,10 @@ def law_plot(runs: list[dict[str, Any]], path: Path, laws: list[dict[str, Any]] 
         return _save(fig, path)
 
 
-def _pearson(xs: list[float], ys: list[float]) -> float | None:
-    n = len(xs)
-    if n < 3:
-        return None
-    mx, my = sum(xs) / n, sum(ys) / n
-    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
-    sxx, syy = sum((x - mx) ** 2 for x in xs), sum((y - my) ** 2 for y in ys)
-    return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else None
-
-
 def cov_scatter(runs: list[dict[str, Any]], path: Path) -> Path | None:
     """Per group (its runs' pairs pooled, faint): the covariance term of step s−1 (x) against the
     measured entropy change at step s (y), with the least-squares line and the pooled Pearson r."""
-    grouped = {g: m for g, m in _groups(runs).items() if any(r.get("cov_pairs") for r in m)}
+    grouped = {g: m for g, m in groups(runs).items() if any(r.get("cov_pairs") for r in m)}
     if not grouped:
         return None
     styles = group_styles(runs)
@@ -207,7 +251,7 @@ def cov_scatter(runs: list[dict[str, Any]], path: Path) -> Path | None:
             colour, ls = styles[g]
             xs = [p[1] for r in members for p in r.get("cov_pairs") or []]
             ys = [p[2] for r in members for p in r.get("cov_pairs") or []]
-            corr = _pearson(xs, ys)
+            corr = pearson(xs, ys)
             ax.scatter(xs, ys, color=colour, s=10, alpha=0.3, lw=0)
             label = f"{g}: r = {corr:+.2f}, n = {len(xs)}" if corr is not None else f"{g}: n = {len(xs)}"
             mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
@@ -221,7 +265,10 @@ def cov_scatter(runs: list[dict[str, Any]], path: Path) -> Path | None:
                 ax.scatter([], [], color=colour, s=10, label=label)
         ax.axhline(0, color="grey", lw=0.8)
         ax.axvline(0, color="grey", lw=0.8)
-        ax.set_xlabel("covariance term cov/mean at step s−1: mean (A − Ā)(log π − mean log π) (nats × advantage)")
+        every = [p for m in grouped.values() for r in m for p in r.get("cov_pairs") or []]
+        clipped = _clip_axes(ax, [p[1] for p in every], [p[2] for p in every], "pairs")
+        ax.set_xlabel("covariance term cov/mean at step s−1: mean (A − Ā)(log π − mean log π) (nats × advantage)"
+                      + clipped.replace("; ", "\n", 1))
         ax.set_ylabel("entropy change H(s) − H(s−1) (nats/token)")
         ax.set_title("covariance check: ΔH ≈ −η·Cov(log π, A) predicts r < 0 (arXiv 2505.22617 §4)\n"
                      "points: consecutive steps, runs pooled; line: least squares; r: Pearson over the pooled pairs",
@@ -236,7 +283,7 @@ def timing_plot(runs: list[dict[str, Any]], path: Path) -> Path | None:
     ``rlvr_cli.report.STAGE_ORDER``. None if no run has timing keys."""
     from rlvr_cli.report import STAGE_ORDER, order_stages
 
-    grouped = {g: [r for r in m if r.get("stage_s")] for g, m in _groups(runs).items()}
+    grouped = {g: [r for r in m if r.get("stage_s")] for g, m in groups(runs).items()}
     grouped = {g: m for g, m in grouped.items() if m}
     if not grouped:
         return None

@@ -48,42 +48,12 @@ def _combine(a: int, b: int) -> list[tuple[str, int]]:
     return out
 
 
-@lru_cache(maxsize=65536)
-def solutions(numbers: tuple[int, ...], target: int) -> tuple[str, ...]:
-    """Every step-by-step solution (``"a+b=c. ... \\boxed{expr}"``) of the problem, in a fixed order.
+def _walk(numbers: tuple[int, ...], target: int, commute: bool) -> list[str]:
+    """Every path to ``target``, each written with every boxed form of its expression.
 
-    A state is a list of (value, expression) items; a step replaces two of them by ``a op b`` (ordered
-    pairs, so ``4 + 6`` and ``6 + 4`` are different paths; both are valid answers). Exhaustive: with
-    n numbers there are at most ``prod_{k=2..n} k (k-1) * 4`` paths (576 for four numbers)."""
-    found: list[str] = []
-
-    def walk(items: list[tuple[int, str]], steps: list[str]) -> None:
-        if len(items) == 1:
-            if items[0][0] == target:
-                found.append(" ".join(steps) + f" \\boxed{{{items[0][1]}}}")
-            return
-        for i in range(len(items)):
-            for j in range(len(items)):
-                if i == j:
-                    continue
-                (a, ea), (b, eb) = items[i], items[j]
-                rest = [items[k] for k in range(len(items)) if k not in (i, j)]
-                for op, c in _combine(a, b):
-                    walk(rest + [(c, f"{_wrap(ea)}{op}{_wrap(eb)}")], steps + [f"{a}{op}{b}={c}."])
-
-    walk([(n, str(n)) for n in numbers], [])
-    return tuple(found)
-
-
-@lru_cache(maxsize=65536)
-def solution_forms(numbers: tuple[int, ...], target: int) -> tuple[str, ...]:
-    """Every written form of every solution: each path of ``solutions`` with each boxed expression that
-    reorders the operands of its ``+`` and ``*`` (``\\boxed{9+(4+3)}``, ``\\boxed{(4+3)+9}``,
-    ``\\boxed{(3+4)+9}``, ...), in a fixed order.
-
-    The entropy lab's warm start draws from these, so the policy meets genuinely ambiguous next steps
-    with balanced frequencies inside the answer too (a real reasoning model's forks: Wang et al.,
-    arXiv 2506.01939), not only in the choice of the first step."""
+    A state is a list of (value, its expression's forms) items; a step replaces two of them by ``a op b``
+    (ordered pairs, so ``4 + 6`` and ``6 + 4`` are different paths). ``commute``: a ``+`` or ``*`` step's
+    forms also hold its operands swapped; otherwise every item has one form."""
     found: list[str] = []
 
     def walk(items: list[tuple[int, tuple[str, ...]]], steps: list[str]) -> None:
@@ -99,12 +69,33 @@ def solution_forms(numbers: tuple[int, ...], target: int) -> tuple[str, ...]:
                 rest = [items[k] for k in range(len(items)) if k not in (i, j)]
                 for op, c in _combine(a, b):
                     forms = {f"{_wrap(x)}{op}{_wrap(y)}" for x in ea for y in eb}
-                    if op in "+*":
+                    if commute and op in "+*":
                         forms |= {f"{_wrap(y)}{op}{_wrap(x)}" for x in ea for y in eb}
                     walk(rest + [(c, tuple(sorted(forms)))], steps + [f"{a}{op}{b}={c}."])
 
     walk([(n, (str(n),)) for n in numbers], [])
-    return tuple(dict.fromkeys(found))
+    return found
+
+
+@lru_cache(maxsize=65536)
+def solutions(numbers: tuple[int, ...], target: int) -> tuple[str, ...]:
+    """Every step-by-step solution (``"a+b=c. ... \\boxed{expr}"``) of the problem, in a fixed order.
+
+    Ordered pairs, so ``4 + 6`` and ``6 + 4`` are different paths; both are valid answers. Exhaustive: with
+    n numbers there are at most ``prod_{k=2..n} k (k-1) * 4`` paths (576 for four numbers)."""
+    return tuple(_walk(numbers, target, commute=False))
+
+
+@lru_cache(maxsize=65536)
+def solution_forms(numbers: tuple[int, ...], target: int) -> tuple[str, ...]:
+    """Every written form of every solution: each path of ``solutions`` with each boxed expression that
+    reorders the operands of its ``+`` and ``*`` (``\\boxed{9+(4+3)}``, ``\\boxed{(4+3)+9}``,
+    ``\\boxed{(3+4)+9}``, ...), in a fixed order.
+
+    The entropy lab's warm start draws from these, so the policy meets genuinely ambiguous next steps
+    with balanced frequencies inside the answer too (a real reasoning model's forks: Wang et al.,
+    arXiv 2506.01939), not only in the choice of the first step."""
+    return tuple(dict.fromkeys(_walk(numbers, target, commute=True)))
 
 
 def _wrap(expr: str) -> str:

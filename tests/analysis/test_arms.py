@@ -125,3 +125,31 @@ def test_pool_means_over_the_runs_at_each_step():
     steps, mean, std, n = plots.pool([([0, 10, 20], [0.1, 0.2, 0.3]), ([0, 10], [0.3, 0.4])])
     assert steps == [0, 10, 20] and n == [2, 2, 1]
     assert mean == pytest.approx([0.2, 0.3, 0.3]) and std == pytest.approx([math.sqrt(0.02), math.sqrt(0.02), 0.0])
+
+
+def test_band_stays_inside_the_runs_range_when_one_seed_explodes():
+    # entropies 0.1, 0.1, 5.6 at one step: mean 1.933, std 3.175, so mean − std < 0 (no entropy is negative)
+    lower, upper = plots.band([([1], [0.1]), ([1], [0.1]), ([1], [5.6])])
+    assert lower == pytest.approx([0.1]) and upper == pytest.approx([1.9333 + 3.1754], abs=1e-3)
+    assert plots.band([([1, 2], [0.2, 0.4]), ([1, 2], [0.4, 0.4])]) == (pytest.approx([0.2, 0.4]), pytest.approx([0.4, 0.4]))
+
+
+def test_an_exploded_arm_gets_a_log_axis_and_the_bulk_of_the_points():
+    assert plots.wants_log([0.1, 0.12, 5.6]) and not plots.wants_log([0.1, 0.2, 0.3])
+    assert not plots.wants_log([0.0, 0.5, 30.0])  # a zero cannot go on a log axis
+    bulk = [0.1 + 0.001 * i for i in range(100)]
+    assert plots.bulk_range(bulk) is None  # nothing far out: the whole range reads well
+    lo, hi = plots.bulk_range(bulk + [5.6])
+    assert lo < 0.1 and 0.19 < hi < 0.25  # the 5.6 (one exploded seed) is left off the axis
+
+
+def test_law_plot_limits_its_axes_to_the_bulk_and_says_how_many_points_it_left_out(tmp_path, monkeypatch):
+    runs = [{"run": f"a_s{i}", "method": "baseline", "group": "a",
+             "law_points": [(s, 0.1 + 0.002 * s + 0.001 * i, 0.5 - 0.001 * s) for s in range(20)]} for i in range(3)]
+    runs[0]["law_points"][-1] = (19, 5.6, 0.0)  # one exploded validation
+    captured = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, path: captured.setdefault("fig", fig) and path)
+    plots.law_plot(runs, tmp_path / "law.png")
+    ax = captured["fig"].axes[0]
+    assert ax.get_xlim()[1] < 1.0 and ax.get_ylim()[0] > 0.3
+    assert "1 of 60 points lie outside the axes" in ax.get_xlabel()

@@ -1,4 +1,5 @@
 """``rlvr analyze``'s "does the method act?" table (rlvr_cli/analysis/binding.py) on hand-made metric rows."""
+import html
 import json
 
 import pytest
@@ -55,7 +56,10 @@ def test_analyze_prints_writes_and_summarises_the_table(tmp_path, capsys):
     for line in ("| lab_baseline_s0 | baseline | 0.015 | 0 | 0.000 | 2 | inert: grad ratio < 0.001 at every diagnosed step |",
                  "| lab_siren_s0 | siren | 0.315 | 0.4 | 0.200 | 2 | acts: grad ratio ≥ 0.001 at 2 of 2 diagnosed steps |",
                  "| lab_dlogp_s0 | dlogp | 0.315 | – | – | 0 | not diagnosed (trainer.diagnose_every=0) |"):
-        assert line in printed and line in (tmp_path / "sweep" / "analysis" / "binding.md").read_text()
+        for page in ("binding.md", "index.md"):
+            assert line in (tmp_path / "sweep" / "analysis" / page).read_text(), page
+        assert html.escape(line) in (tmp_path / "sweep" / "analysis" / "index.html").read_text()
+        assert line in printed
     summary = json.loads((tmp_path / "sweep" / "analysis" / "summary.json").read_text())
     verdicts = {r["run"]: r["verdict"].split(":")[0] for r in summary["binding"]}
     assert verdicts == {"lab_baseline_s0": "inert", "lab_siren_s0": "acts", "lab_dlogp_s0": "not diagnosed (trainer.diagnose_every=0)"}

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from rlvr_cli.analysis.law import fit_entropy_law
+from rlvr_cli.analysis.law import MIN_POINTS, fit_entropy_law, pearson, refusal
 from rlvr_cli.errors import UserError
 
 
@@ -49,3 +49,20 @@ def test_too_few_points_or_constant_entropy_are_refused():
         fit_entropy_law([0.5, 0.4, 0.3, 0.2], [0.1, 0.2, 0.3, 0.4], fit_first=2)
     with pytest.raises(UserError, match="vary"):
         fit_entropy_law([0.5, 0.5, 0.5], [0.1, 0.2, 0.3])
+
+
+def test_pearson_hand_values_and_refusals():
+    # xs 1,2,3 (mean 2), ys 1,3,2 (mean 2): sxy = (−1)(−1) + 0 + (1)(0) = 1, sxx = 2, syy = 2 → r = 1/2
+    assert pearson([1, 2, 3], [1, 3, 2]) == pytest.approx(0.5)
+    assert pearson([1, 2, 3], [6, 4, 2]) == pytest.approx(-1.0)
+    assert pearson([1, 2], [1, 2]) is None  # under three points
+    assert pearson([1, 2, 3], [5, 5, 5]) is None  # a constant series has no correlation
+
+
+def test_refusal_names_why_a_fit_was_refused():
+    with pytest.raises(UserError) as flat:
+        fit_entropy_law([0.2, 0.2, 0.2], [0.1, 0.2, 0.3])
+    with pytest.raises(UserError) as few:
+        fit_entropy_law([0.1, 0.2], [0.1, 0.2])
+    assert refusal(str(flat.value)) == "constant entropy"
+    assert refusal(str(few.value)) == f"fewer than {MIN_POINTS} points"
