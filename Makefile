@@ -40,7 +40,7 @@ tiny-model: install ## rebuild the shipped tiny model + tokenizer (rlvr_cli/asse
 lab-model: install ## rebuild the entropy lab's policy (rlvr_cli/assets/tiny_countdown)
 	$(BIN)/python scripts/build_tiny_model.py --task countdown
 
-lab: install ## the entropy lab: 10 arms x 3 seeds on Countdown (~60 min on 2 cores), one table
+lab: install ## the entropy lab: 10 arms x 3 seeds on Countdown (~27 min on 2 cores), one table
 	$(BIN)/python benchmarks/entropy_lab.py --json runs/benchmarks/entropy_lab.json
 
 lab-quick: install ## the entropy lab's smoke run (~3 min)

@@ -1,6 +1,6 @@
 """The entropy lab: every entropy-control method on Countdown, 3 seeds each, one table (README "Entropy lab").
 
-    .venv/bin/python benchmarks/entropy_lab.py --json runs/benchmarks/entropy_lab.json   # ~60 min on 2 cores
+    .venv/bin/python benchmarks/entropy_lab.py --json runs/benchmarks/entropy_lab.json   # ~27 min on 2 cores
     .venv/bin/python benchmarks/entropy_lab.py --quick                                   # smoke run, ~3 min
 
 Each arm is a recipe of ``conf/recipes/lab/`` (the same setting, one method switched on), trained with
@@ -8,8 +8,11 @@ Each arm is a recipe of ``conf/recipes/lab/`` (the same setting, one method swit
 each (on 2 cores two single-threaded runs finish sooner than one run on both). Runs land in
 ``--out/<arm>_s<seed>``; a finished run is reused unless ``--fresh``. Then, per arm over seeds (mean ± sample
 std): entropy start / end (``actor/entropy`` of the first and the last step), validation accuracy start / end
-(avg@n on held-out problems), pass@n at the end, response length at the end; the entropy-performance law
-R = −a·e^H + b fitted on baseline's validation points; the issue's aims checked; ``rlvr analyze`` over the
+(avg@n on held-out problems), pass@n at the end, response length at the end, the forks' entropy
+(``actor/entropy_p80``, last 5 steps over the first 5), SIREN's selective entropy over its anchor, each run's
+median ``method/grad_ratio``; the entropy-performance law R = −a·e^H + b fitted on baseline's validation
+points; the issue's aims checked (baseline's fall, Clip-Cov / KL-Cov against baseline, SIREN's hold, the
+annealed coefficient and the biased bonus against baseline's accuracy); ``rlvr analyze`` over the
 lab's runs for the plots (``--out/analysis``; one colour per arm, the seeds pooled: ``entropy.png`` and
 ``val.png``, mean ± std against the step, ``law.png``, the law fitted per arm with its a and b, and the rest of
 ``rlvr analyze``'s figures). ``--json FILE`` writes ``{"methods": {arm: {...}}, ...}``.
@@ -96,15 +99,35 @@ def pass_key(rows: list[dict]) -> str | None:
     return max(keys, key=lambda k: int(k.rpartition("@")[2]), default=None)
 
 
+EDGE = 5  # the forks' and SIREN's selective entropy are noisy step to step: means over the first / last 5 steps
+
+
+def _edge_means(rows: list[dict], key: str) -> tuple[float | None, float | None]:
+    """(mean of ``key`` over the first EDGE training steps that log it, over the last EDGE)."""
+    vals = [float(r[key]) for r in rows if r.get("step", 0) > 0 and r.get(key) is not None
+            and math.isfinite(float(r[key]))]
+    if not vals:
+        return None, None
+    return statistics.fmean(vals[:EDGE]), statistics.fmean(vals[-EDGE:])
+
+
 def run_figures(run: Path) -> dict:
+    from rlvr_cli.analysis.binding import run_binding
+
     s = summarize_run(run)
     rows = read_rows(run)
     key = pass_key(rows)
     val_rows = [r for r in rows if key and r.get(key) is not None]
+    fork_start, fork_end = _edge_means(rows, "actor/entropy_p80")
+    _, selective_end = _edge_means(rows, "method/siren/H_sel")
+    anchor = next((r["method/siren/H_anchor"] for r in rows if r.get("method/siren/H_anchor") is not None), None)
     return {"entropy_start": s["entropy_start"], "entropy_end": s["entropy_end"], "val_start": s["val_start"],
             "val_end": s["val_end"], "pass_at_k_end": val_rows[-1][key] if val_rows else None,
             "pass_at_k": key.rpartition("/")[2] if key else None, "response_len_end": s["response_len_end"],
-            "steps": s["steps"], "val_points": _val_points(rows)}
+            "steps": s["steps"], "val_points": _val_points(rows),
+            "fork_entropy_start": fork_start, "fork_entropy_end": fork_end,  # actor/entropy_p80
+            "selective_end": selective_end, "anchor": anchor,  # SIREN's H_sel and its anchor
+            "grad_ratio_median": run_binding(rows)["grad_ratio_median"]}
 
 
 def _val_points(rows: list[dict]) -> list[tuple[float, float]]:
@@ -142,7 +165,8 @@ def mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
     return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
 
 
-FIELDS = ("entropy_start", "entropy_end", "val_start", "val_end", "pass_at_k_end", "response_len_end")
+FIELDS = ("entropy_start", "entropy_end", "val_start", "val_end", "pass_at_k_end", "response_len_end",
+          "fork_entropy_start", "fork_entropy_end", "selective_end", "anchor", "grad_ratio_median")
 
 
 def aggregate(per_seed: dict[str, list[dict]]) -> dict[str, dict]:
@@ -153,6 +177,12 @@ def aggregate(per_seed: dict[str, list[dict]]) -> dict[str, dict]:
             row[f], row[f + "_std"] = mean_std([r[f] for r in runs])
         ratios = [r["entropy_end"] / r["entropy_start"] for r in runs if r["entropy_start"] and r["entropy_end"] is not None]
         row["entropy_ratio"], row["entropy_ratio_std"] = mean_std(ratios)
+        forks = [r["fork_entropy_end"] / r["fork_entropy_start"] for r in runs
+                 if r.get("fork_entropy_start") and r.get("fork_entropy_end") is not None]
+        row["fork_ratio"], row["fork_ratio_std"] = mean_std(forks)
+        held = [r["selective_end"] / r["anchor"] for r in runs if r.get("anchor") and r.get("selective_end") is not None]
+        row["selective_ratio"], row["selective_ratio_std"] = mean_std(held)
+        row["grad_ratios"] = [r.get("grad_ratio_median") for r in runs]
         row["pass_at_k"] = runs[0]["pass_at_k"] if runs else None
         row["steps"] = runs[0]["steps"] if runs else None
         row["per_seed"] = [{f: r[f] for f in FIELDS} for r in runs]
@@ -166,16 +196,22 @@ def _pm(mean: float | None, std: float | None, spec: str = ".3f") -> str:
     return f"{mean:{spec}} ± {std:{spec}}" if std else f"{mean:{spec}}"
 
 
+def _ratio(v: float | None) -> str:
+    return "–" if v is None else f"{v:.3g}"
+
+
 def table(methods: dict[str, dict]) -> str:
     k = next((m["pass_at_k"] for m in methods.values() if m["pass_at_k"]), "pass@k")
-    head = f"| arm | seeds | entropy start | entropy end | end / start | val start | val end | {k} end | response len |"
+    head = (f"| arm | seeds | entropy start | entropy end | end / start | val start | val end | {k} end | response len "
+            "| forks' entropy (p80) end / start | grad ratio (median) |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for arm, m in methods.items():
         lines.append(
             f"| {arm} | {m['seeds']} | {_pm(m['entropy_start'], m['entropy_start_std'])} | "
             f"{_pm(m['entropy_end'], m['entropy_end_std'])} | {_pm(m['entropy_ratio'], m['entropy_ratio_std'], '.2f')} | "
             f"{_pm(m['val_start'], m['val_start_std'])} | {_pm(m['val_end'], m['val_end_std'])} | "
-            f"{_pm(m['pass_at_k_end'], m['pass_at_k_end_std'])} | {_pm(m['response_len_end'], m['response_len_end_std'], '.1f')} |")
+            f"{_pm(m['pass_at_k_end'], m['pass_at_k_end_std'])} | {_pm(m['response_len_end'], m['response_len_end_std'], '.1f')} | "
+            f"{_pm(m['fork_ratio'], m['fork_ratio_std'], '.2f')} | {_ratio(m['grad_ratio_median'])} |")
     return "\n".join(lines)
 
 
@@ -206,6 +242,27 @@ def aims(methods: dict[str, dict]) -> list[str]:
                       f"seed spread (std) {spread:.3f}: {'larger' if abs(gap) > spread else 'not larger'}")
             out.append(f"{arm} entropy end / baseline's = {ratio:.2f} (aim ≥ 1.5): {'met' if ratio >= 1.5 else 'not met'}; "
                        f"gap {gap:+.3f}, {versus}")
+    siren = methods.get("siren")
+    if siren and siren["selective_ratio"] is not None:
+        held = siren["selective_ratio"]
+        forks = ", ".join(f"{arm} {methods[arm]['fork_ratio']:.2f}" for arm in ("siren", "baseline")
+                          if arm in methods and methods[arm]["fork_ratio"] is not None)
+        out.append(f"siren selective entropy H_sel (last {EDGE} steps) / its anchor = {held:.2f} (aim: held near the "
+                   f"anchor, ≥ 0.8): {'met' if held >= 0.8 else 'not met'}; forks' entropy (p80) end / start: {forks}; "
+                   f"grad ratio (median) {_ratio(siren['grad_ratio_median'])}")
+    annealed = methods.get("kl_cov_annealed")
+    if base and annealed and annealed["val_end"] is not None and base["val_end"] is not None:
+        spread = max(annealed["val_end_std"] or 0.0, base["val_end_std"] or 0.0)
+        gap = annealed["val_end"] - base["val_end"]
+        verdict = "met" if gap >= 0 else f"not met ({'within' if -gap <= spread else 'beyond'} the seed spread {spread:.3f})"
+        out.append(f"kl_cov_annealed val end = {annealed['val_end']:.3f} vs baseline's {base['val_end']:.3f} "
+                   f"(aim: at or above): {verdict}")
+        for arm, m in methods.items():  # the constant bonuses that keep entropy up: biased below GRPO?
+            if arm.startswith("entropy_bonus") and (m["entropy_ratio"] or 0) >= 1.0 and m["val_end"] is not None:
+                below = m["val_end"] < base["val_end"]
+                out.append(f"{arm} (a constant bonus keeping entropy up, end / start {m['entropy_ratio']:.2f}) val end = "
+                           f"{m['val_end']:.3f} (aim: below baseline's {base['val_end']:.3f}): "
+                           f"{'met' if below else 'not met'}")
     return out
 
 

@@ -38,6 +38,31 @@ def test_plots_come_from_rlvr_analyze_one_colour_per_arm(tmp_path):
     assert [g["n_points"] for g in summary["arm_law"]] == [8, 8, 8]  # validations at 0, 2, 4, 6 of both seeds
 
 
+def _arm(entropy_end, val_end, *, seeds=3, entropy_ratio=0.6, selective_ratio=None, fork_ratio=None, std=0.01):
+    return {"seeds": seeds, "entropy_end": entropy_end, "entropy_end_std": std, "entropy_ratio": entropy_ratio,
+            "val_end": val_end, "val_end_std": std, "selective_ratio": selective_ratio, "fork_ratio": fork_ratio,
+            "grad_ratio_median": 0.004}
+
+
+def test_aims_name_every_claim_with_its_measured_figure():
+    methods = {"baseline": _arm(0.10, 0.50, entropy_ratio=0.45, fork_ratio=0.40),
+               "clip_cov": _arm(0.20, 0.40), "kl_cov": _arm(0.12, 0.48, std=0.1),
+               "siren": _arm(0.10, 0.49, selective_ratio=0.22, fork_ratio=0.38),
+               "kl_cov_annealed": _arm(0.13, 0.47), "entropy_bonus_small": _arm(0.1, 0.55),
+               "entropy_bonus_xl": _arm(2.0, 0.30, entropy_ratio=12.6)}
+    lines = lab.aims(methods)
+    assert lines[0] == "baseline entropy end / start = 0.45 (aim ≤ 0.5): met"
+    assert lines[1].startswith("clip_cov entropy end / baseline's = 2.00 (aim ≥ 1.5): met; gap +0.100")
+    assert lines[1].endswith(": larger") and lines[2].endswith(": not larger")
+    assert lines[3].startswith("siren selective entropy H_sel (last 5 steps) / its anchor = 0.22")
+    assert "not met; forks' entropy (p80) end / start: siren 0.38, baseline 0.40" in lines[3]
+    assert lines[4] == ("kl_cov_annealed val end = 0.470 vs baseline's 0.500 (aim: at or above): "
+                        "not met (beyond the seed spread 0.010)")
+    # only the bonus that keeps entropy up (end / start ≥ 1) is held to being biased below GRPO
+    assert len(lines) == 6 and lines[5].startswith("entropy_bonus_xl (a constant bonus keeping entropy up")
+    assert lines[5].endswith("val end = 0.300 (aim: below baseline's 0.500): met")
+
+
 @pytest.mark.slow
 def test_quick_mode_runs_every_arm_and_writes_the_json(tmp_path, capsys):
     out = tmp_path / "lab.json"
