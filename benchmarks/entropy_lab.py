@@ -182,7 +182,6 @@ def aggregate(per_seed: dict[str, list[dict]]) -> dict[str, dict]:
         row["fork_ratio"], row["fork_ratio_std"] = mean_std(forks)
         held = [r["selective_end"] / r["anchor"] for r in runs if r.get("anchor") and r.get("selective_end") is not None]
         row["selective_ratio"], row["selective_ratio_std"] = mean_std(held)
-        row["grad_ratios"] = [r.get("grad_ratio_median") for r in runs]
         row["pass_at_k"] = runs[0]["pass_at_k"] if runs else None
         row["steps"] = runs[0]["steps"] if runs else None
         row["per_seed"] = [{f: r[f] for f in FIELDS} for r in runs]
