@@ -39,15 +39,17 @@ from rlvr_cli.types import MethodOutput
 # ------------------------------------------------------------------------------------- active tokens
 @torch.no_grad()
 def clip_changed(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
-                 spec: ClipSpec, base: ClipSpec) -> torch.Tensor | None:
+                 spec: ClipSpec, base: ClipSpec, with_spec: torch.Tensor | None = None) -> torch.Tensor | None:
     """Tokens whose clipped loss under the method's ``spec`` differs from the algo's ``base`` (bool
-    [n, T]), or None when the two specs are equal."""
+    [n, T]), or None when the two specs are equal. ``with_spec``: the clipped token loss under ``spec``
+    where the caller has it already (``MicroBatchLoss.clipped``), so only the one under ``base`` is computed."""
     if spec == base:
         return None
     lp = logprobs.detach()
-    with_spec, _ = clipped_token_loss(lp, old_logprobs, advantages, spec)
+    if with_spec is None:
+        with_spec, _ = clipped_token_loss(lp, old_logprobs, advantages, spec)
     without, _ = clipped_token_loss(lp, old_logprobs, advantages, base)
-    return with_spec != without
+    return with_spec.detach() != without
 
 
 @torch.no_grad()

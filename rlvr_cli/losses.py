@@ -149,6 +149,7 @@ class MicroBatchLoss:
     total: torch.Tensor  # pg + reference + extra: what is backwarded
     pg: torch.Tensor  # the aggregated clipped policy-gradient term
     extra: torch.Tensor | None  # the method's extra_loss times the micro-batch's share of the responses
+    clipped: torch.Tensor | None = None  # [n, T] clipped_token_loss under ``spec``, before any weight
     clip_info: dict[str, torch.Tensor] = field(default_factory=dict)  # clipped_token_loss's masks
 
 
@@ -169,7 +170,8 @@ def micro_batch_loss(
     ``pg_tokens, pg_seqs, tokens, seqs`` (``trainer.actor.Totals``). Plain GRPO is ``MethodOutput()`` with
     the algo's ClipSpec and no loss mask.
     """
-    token_loss, clip_info = clipped_token_loss(logprobs, old_logprobs, advantages, spec)  # [n, T]
+    clipped, clip_info = clipped_token_loss(logprobs, old_logprobs, advantages, spec)  # [n, T]
+    token_loss = clipped
     if is_weight is not None:  # truncated IS for the engine/trainer mismatch
         token_loss = token_loss * is_weight
     if out.token_weights is not None:
@@ -186,4 +188,4 @@ def micro_batch_loss(
     if out.extra_loss is not None:
         extra = out.extra_loss * (float((mask.sum(-1) > 0).sum()) / max(float(totals.seqs), 1.0))
         total = total + extra
-    return MicroBatchLoss(total=total, pg=pg, extra=extra, clip_info=clip_info)
+    return MicroBatchLoss(total=total, pg=pg, extra=extra, clipped=clipped, clip_info=clip_info)

@@ -40,7 +40,7 @@ from typing import Any
 
 from rlvr_cli.analysis import plots
 from rlvr_cli.analysis.arms import arm_law_table, arm_laws, assign_groups
-from rlvr_cli.analysis.binding import binding_table, write_binding
+from rlvr_cli.analysis.binding import binding_table, run_binding, write_binding
 from rlvr_cli.analysis.law import fit_entropy_law, pearson, refusal
 from rlvr_cli.errors import UserError
 from rlvr_cli.report import _fmt, _val_key, find_runs, read_rows, stage_table, summarize_run
@@ -127,6 +127,7 @@ def analyze_run(run_dir: Path, fit_first: int | None = None) -> dict[str, Any]:
     pairs = cov_pairs(rows)
     run["cov_pairs"] = pairs
     run["cov_check"] = {"n": len(pairs), "pearson": pearson([p[1] for p in pairs], [p[2] for p in pairs])}
+    run["binding"] = run_binding(rows)  # does the method act? (binding.md)
     return run
 
 
@@ -239,7 +240,7 @@ def analyze(paths: list[str], out: str | Path | None = None, fit_first: int | No
     figures = write_figures(runs, out, laws)
     binding = write_binding(runs, out)  # does the method act? (binding.md)
     write_index(runs, figures, out, laws, binding)
-    drop = ("entropy", "val", "response_len", "method_frac", "cov_pairs", "entropy_trajectory", "eval")
+    drop = ("entropy", "val", "response_len", "method_frac", "cov_pairs", "entropy_trajectory", "eval", "binding")
     result = {"out": str(out), "figures": {k: str(out / v) for k, v in figures.items()},
               "runs": [{k: v for k, v in r.items() if k not in drop} for r in runs], "arm_law": laws,
               "binding": binding}

@@ -52,11 +52,16 @@ def assign_groups(runs: list[dict[str, Any]]) -> list[str]:
     return list(dict.fromkeys(r["group"] for r in runs))
 
 
+def group_of(run: dict[str, Any]) -> str:
+    """A run's group: ``run["group"]`` (``assign_groups``), the method where unset."""
+    return str(run.get("group") or run["method"])
+
+
 def groups(runs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """{group: its runs}, in order of first appearance (``run["group"]``; the method where unset)."""
+    """{group: its runs}, in order of first appearance (``group_of``)."""
     out: dict[str, list[dict[str, Any]]] = {}
     for r in runs:
-        out.setdefault(str(r.get("group") or r["method"]), []).append(r)
+        out.setdefault(group_of(r), []).append(r)
     return out
 
 

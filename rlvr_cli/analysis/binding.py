@@ -19,7 +19,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from rlvr_cli.report import read_rows, train_rows
+from rlvr_cli.report import train_rows
 
 INERT_RATIO = 1e-3
 RATIO, COS, ACTIVE = "method/grad_ratio", "method/grad_cos", "method/active_frac"
@@ -57,8 +57,9 @@ def run_binding(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def binding_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per analysed run (``analyze_run``'s dicts: ``run``, ``method``, ``dir``)."""
-    return [{"run": r["run"], "method": r["method"], **run_binding(read_rows(Path(r["dir"])))} for r in runs]
+    """One row per analysed run (``analyze_run``'s dicts: ``run``, ``method`` and ``binding``, its
+    ``run_binding``)."""
+    return [{"run": r["run"], "method": r["method"], **r["binding"]} for r in runs]
 
 
 def binding_table(rows: list[dict[str, Any]]) -> str:

@@ -17,7 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from rlvr_cli.analysis.arms import groups  # noqa: E402
+from rlvr_cli.analysis.arms import group_of, groups  # noqa: E402
 from rlvr_cli.analysis.law import pearson  # noqa: E402
 
 SMOOTH_ABOVE = 30  # series longer than this are drawn as a centred moving mean (per run, before pooling)
@@ -35,10 +35,6 @@ def moving_mean(values: list[float], window: int) -> list[float]:
             for i in range(len(values))]
 
 
-def _group_of(r: dict[str, Any]) -> str:
-    return str(r.get("group") or r["method"])
-
-
 def group_styles(runs: list[dict[str, Any]]) -> dict[str, tuple[Any, str]]:
     """{group: (colour, line style)} over all runs, so a group keeps its colour in every figure."""
     names = list(groups(runs))
@@ -47,7 +43,7 @@ def group_styles(runs: list[dict[str, Any]]) -> dict[str, tuple[Any, str]]:
 
 
 def _legend_title(runs: list[dict[str, Any]]) -> str:
-    return "arm" if any(_group_of(r) != str(r["method"]) for r in runs) else "method"
+    return "arm" if any(group_of(r) != str(r["method"]) for r in runs) else "method"
 
 
 def _legend(ax, runs, **kw) -> None:

@@ -132,6 +132,11 @@ class Actor:
         with gather, torch.no_grad(), self.precision.autocast():
             yield self.model
 
+    @staticmethod
+    def n_minibatches(batch: TrainBatch, mini_batch_size: int) -> int:
+        """Optimizer steps per PPO epoch: the global batch over ``mini_batch_size`` (every rank the same)."""
+        return max(1, math.ceil(ddp.all_sum(len(batch)) / mini_batch_size))
+
     def micro_splits(self, batch: TrainBatch) -> list[torch.Tensor]:
         """Row indices per micro-batch: ``micro_batch_size`` rows each, or packed under
         ``max_tokens_per_micro_batch``; every rank gets the same number of micro-batches (some empty)."""
@@ -256,7 +261,7 @@ class Actor:
         sums: dict[str, float] = {}
         pre: dict[str, float] = {}
         n_local = len(batch)
-        n_mini = max(1, math.ceil(ddp.all_sum(n_local) / mini_batch_size))
+        n_mini = self.n_minibatches(batch, mini_batch_size)
         skipped = 0
         for epoch in range(ppo_epochs):
             for mb_i, mb_idx in enumerate(torch.tensor_split(torch.arange(n_local), n_mini)):

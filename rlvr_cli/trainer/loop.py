@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import signal
 import time
@@ -292,8 +291,8 @@ class GRPOTrainer:
         a method that needs no rollout statistic before the update, and no dropout in train mode
         (train and eval forwards then agree)."""
         needs = self.method.needs
-        n_mini = math.ceil(ddp.all_sum(len(batch)) / self.algo["mini_batch_size"])
-        return (self.algo.get("old_logprob_pass", "auto") == "auto" and self.algo["ppo_epochs"] == 1 and n_mini <= 1
+        n_mini = Actor.n_minibatches(batch, self.algo["mini_batch_size"])
+        return (self.algo.get("old_logprob_pass", "auto") == "auto" and self.algo["ppo_epochs"] == 1 and n_mini == 1
                 and not self.actor.has_reference and "rollout_logprobs" not in batch.token and not self.bypass
                 and not needs.rollout and not needs.minibatch and not self.method.reads_rollout_stats
                 and not has_dropout(self.model))
@@ -421,11 +420,10 @@ class GRPOTrainer:
         # where a term that needs lp ≠ old binds if it ever does (KL-Cov); the only one with one of each
         self._diagnose_at = None
         if self.diagnose_every and step % self.diagnose_every == 0:
-            n_mini = max(1, math.ceil(ddp.all_sum(len(batch)) / self.algo["mini_batch_size"]))  # as Actor.update
-            self._diagnose_at = (self.algo["ppo_epochs"] - 1, n_mini - 1)
+            self._diagnose_at = (self.algo["ppo_epochs"] - 1, Actor.n_minibatches(batch, self.algo["mini_batch_size"]) - 1)
         with self.timer.stage("update_actor", tokens=tokens):
             metrics, skipped = self.actor.update(batch, self.algo["mini_batch_size"], self.algo["ppo_epochs"],
-                                                 lambda mb, where, totals: self._micro_loss(mb, step, where, totals),
+                                                 lambda mb, where, totals: self._micro_loss(mb, step, where, totals, record),
                                                  lambda mini, where: self._prepare_minibatch(mini, step, where), record)
         self.bad_streak = self.bad_streak + 1 if skipped else 0
         for where in self.actor.nonfinite:
@@ -479,12 +477,14 @@ class GRPOTrainer:
         return m
 
     # ------------------------------------------------------------------------------------------ loss
-    def _micro_loss(self, mb: TrainBatch, step: int, where: tuple[int, int, int], totals: Totals) -> tuple[torch.Tensor, dict[str, float]]:
-        """Loss of one micro-batch: the shared clipped objective, changed only through MethodOutput."""
+    def _micro_loss(self, mb: TrainBatch, step: int, where: tuple[int, int, int], totals: Totals,
+                    record: tuple[str, ...] = ()) -> tuple[torch.Tensor, dict[str, float]]:
+        """Loss of one micro-batch: the shared clipped objective, changed only through MethodOutput.
+        ``record``: the statistics ``update`` keeps from the forwards (``top1_prob`` is computed only then)."""
         all_tokens, all_seqs = totals.tokens, totals.seqs
         needs = self.method.needs
         log_entropy = "entropy" not in mb.token and "entropy" not in needs.update  # bypass without scoring
-        profile = ["top1_prob"] if "top1_prob" not in mb.token else []  # when the scoring pass was skipped
+        profile = ["top1_prob"] if "top1_prob" in record else []  # kept for the profile when scoring was skipped
         names = ["logprobs", *needs.update, *(["entropy"] if log_entropy else []), *profile]
         stats = self.actor.forward(mb.rollouts, names, ["logprobs", *needs.update_grad], needs.fns)
         mask = mb.response_mask.to(self.device).float()
@@ -539,7 +539,7 @@ class GRPOTrainer:
         m["loss/total"] = float(loss.detach())
         # the share of response tokens the method changes anything on (0 for plain GRPO)
         active = diagnostics.active_tokens(out, mask, pb.method.get("loss_mask"),
-                                           diagnostics.clip_changed(lp, old, adv, self.clip, self.algo_clip))
+                                           diagnostics.clip_changed(lp, old, adv, self.clip, self.algo_clip, res.clipped))
         m["method/active_frac"] = diagnostics.active_fraction(active, mask)
         if entropy is not None:  # a mean over the update's forwards, as verl logs it
             m["actor/entropy"] = float(masked_mean(entropy, mask))

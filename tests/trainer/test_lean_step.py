@@ -184,3 +184,21 @@ def test_prompts_are_shared_only_where_the_forward_allows_it():
     assert not Actor.share_prompts(SimpleNamespace(remove_padding=False, zero3=False), model)
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     assert not Actor.share_prompts(plain, model)
+
+
+def test_top1_prob_is_computed_only_where_the_update_keeps_it(on_policy_trainer, monkeypatch):
+    """The entropy profile's top-1 probability (one more logsumexp over the vocabulary per token) is asked
+    of the update's forwards only when the step keeps it (the skipped scoring pass), never to be dropped."""
+    import dataclasses
+
+    trainer, base = on_policy_trainer
+    asked: list[list[str]] = []
+    real = trainer.actor.forward
+    monkeypatch.setattr(trainer.actor, "forward", lambda ro, names, *a, **k: asked.append(list(names)) or real(ro, names, *a, **k))
+    trainer.update(dataclasses.replace(base, token={}, method={}), 1, record=())
+    assert asked and not any("top1_prob" in names for names in asked)
+    asked.clear()
+    kept = dataclasses.replace(base, token={}, method={})
+    trainer.update(kept, 1, record=("logprobs", "entropy", "top1_prob"))
+    assert any("top1_prob" in names for names in asked)
+    assert kept.token["top1_prob"].shape == kept.response_mask.shape and bool((kept.token["top1_prob"] <= 1).all())
