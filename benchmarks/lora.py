@@ -37,7 +37,7 @@ def child(model: str, rank: int, steps: int, out: str) -> dict:
     import torch
     from hydra import compose, initialize_config_dir
 
-    from rlvr_cli.cli import CONF_DIR
+    from rlvr_cli.paths import CONF_DIR
     from rlvr_cli.trainer.loop import GRPOTrainer
 
     data = "countdown" if "countdown" in model else "arith"

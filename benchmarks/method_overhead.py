@@ -18,7 +18,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from rlvr_cli.advantages import grpo_advantages
-from rlvr_cli.cli import CONF_DIR, group_options
+from rlvr_cli.paths import CONF_DIR, group_options
 from rlvr_cli.methods import StepContext
 from rlvr_cli.rollout import generate_rollouts
 from rlvr_cli.trainer.loop import GRPOTrainer

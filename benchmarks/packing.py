@@ -35,7 +35,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from rlvr_cli.advantages import grpo_advantages
-from rlvr_cli.cli import CONF_DIR
+from rlvr_cli.paths import CONF_DIR
 from rlvr_cli.trainer.loop import GRPOTrainer
 from rlvr_cli.types import Prompt, Rollouts, TrainBatch
 

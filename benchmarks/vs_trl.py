@@ -61,7 +61,7 @@ def prompts_and_grader(steps: int):
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from rlvr_cli.cli import CONF_DIR
+    from rlvr_cli.paths import CONF_DIR
     from rlvr_cli.data.datasets import PromptSampler, load_prompts
     from rlvr_cli.models import load_tokenizer
     from rlvr_cli.rewards import build_grader

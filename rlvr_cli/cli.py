@@ -11,15 +11,10 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from pathlib import Path
 
 from rlvr_cli.errors import UserError
+from rlvr_cli.paths import CONF_DIR, RECIPES_DIR, config_groups, group_options
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CONF_DIR = REPO_ROOT / "conf"
-# conf/recipes is a link to the top-level recipes/ folder, so ``+recipes=<method>/<name>`` composes
-# from conf/ alone (no extra search path: that would make every top-level folder a config group)
-RECIPES_DIR = REPO_ROOT / "recipes"
 COMMANDS = {"train": "train", "eval": "eval", "plan": "train"}
 # ``rlvr plan`` writes nothing: no run folder, no .hydra/ copy, no log file (the user's overrides come
 # after these, so they still win)
@@ -42,16 +37,6 @@ commands:
   checkpoints  a run's checkpoints: step, size, verified or damaged (rlvr checkpoints runs/<name>)
 
 Hydra flags work after the command: -m (sweeps), --cfg job, --help."""
-
-
-def group_options(group: str) -> list[str]:
-    """Options of a config group: the yaml files in conf/<group>/ (recipes: recipes/**.yaml)."""
-    root = RECIPES_DIR if group == "recipes" else CONF_DIR / group
-    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml")) if root.is_dir() else []
-
-
-def config_groups() -> list[str]:
-    return sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "recipes")
 
 
 def _primary_defaults(config_name: str) -> set[str]:

@@ -4,15 +4,21 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
 from rlvr_cli.errors import UserError
+from rlvr_cli.typed import to_dict
+
+if TYPE_CHECKING:
+    from rlvr_cli.configs import TrainConfig
+    from rlvr_cli.trainer.config import TrainerConfig
 
 
 def run_dir(cfg: DictConfig) -> Path:
     """``out_dir`` if set, else Hydra's run folder (``runs/<exp_name>``, per job under a sweep)."""
-    if cfg.get("out_dir"):
+    if cfg.out_dir:
         return Path(cfg.out_dir)
     from hydra.core.hydra_config import HydraConfig
 
@@ -21,14 +27,13 @@ def run_dir(cfg: DictConfig) -> Path:
 
 def train_main(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
     """Train with a composed config (usable without Hydra's app, e.g. from tests or notebooks). The config
-    is validated first: a bad value raises ``UserError`` before anything is written or loaded."""
-    from rlvr_cli.config_schema import validate_train_config
+    is loaded into its typed nodes first: a bad value raises ``UserError`` before anything is written or loaded."""
+    from rlvr_cli.configs import load_train_config
 
-    validate_train_config(cfg)
-    return _train(cfg, out_dir)
+    return _train(load_train_config(cfg), out_dir)
 
 
-def _train(cfg: DictConfig, out_dir: Path, exit_on_stop: bool = False) -> dict[str, float]:
+def _train(cfg: TrainConfig, out_dir: Path, exit_on_stop: bool = False) -> dict[str, float]:
     """``exit_on_stop`` (the command): a run ended by a stop signal exits with that signal's status
     (0 for SIGUSR1, 128 + signal otherwise), after the checkpoint and the logs are closed."""
     from rlvr_cli.plan import check_before_train
@@ -42,7 +47,7 @@ def _train(cfg: DictConfig, out_dir: Path, exit_on_stop: bool = False) -> dict[s
     out_dir.mkdir(parents=True, exist_ok=True)
     if main_rank:
         print_config(cfg)
-        (out_dir / "resolved_config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        (out_dir / "resolved_config.yaml").write_text(OmegaConf.to_yaml(to_dict(cfg)))
     trainer = GRPOTrainer(cfg, out_dir)
     if main_rank:
         console.print(f"data: {trainer.train_report.summary()}; test: {trainer.test_report.summary()}")
@@ -72,17 +77,17 @@ def _exit_rank(code: int = 0) -> None:
     os._exit(code)
 
 
-def launcher_command(trainer: DictConfig, overrides: list[str]) -> list[str] | None:
+def launcher_command(trainer: TrainerConfig, overrides: list[str]) -> list[str] | None:
     """The command that starts ``rlvr train`` on every rank, or None when this process should train
     itself (one process, or already started by a launcher: torchrun, deepspeed, Slurm + torchrun)."""
     from rlvr_cli import dist as ddp
 
-    procs, nodes = int(trainer.get("gpus", 1)), int(trainer.get("nodes", 1))
-    if trainer.get("kind") != "deepspeed" or procs * nodes <= 1 or ddp.under_launcher():
+    procs, nodes = trainer.gpus, trainer.nodes
+    if trainer.kind != "deepspeed" or procs * nodes <= 1 or ddp.under_launcher():
         return None
     entry = ["-m", "rlvr_cli.cli", "train", *overrides]
-    if nodes > 1 or trainer.get("hostfile"):
-        if not trainer.get("hostfile"):
+    if nodes > 1 or trainer.hostfile:
+        if not trainer.hostfile:
             raise UserError("trainer.nodes > 1 needs trainer.hostfile (DeepSpeed hostfile: 'host slots=N' lines)")
         # --no_local_rank: the launcher would otherwise insert --local_rank=N before our subcommand
         return ["deepspeed", "--no_local_rank", "--hostfile", str(trainer.hostfile), "--num_nodes", str(nodes),
@@ -145,35 +150,34 @@ def _run_launcher(cmd: list[str]) -> int:
 def train(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    from rlvr_cli.config_schema import validate_train_config
+    from rlvr_cli.configs import load_train_config
 
     # before the launcher re-entry: a bad value fails once, here, not on every rank
-    _guard(validate_train_config, cfg)
+    typed = _guard(load_train_config, cfg)
     out = run_dir(cfg)
     # re-enter on every rank with the same overrides, pinned to this job's run folder
-    cmd = _guard(lambda: launcher_command(cfg.trainer, [*HydraConfig.get().overrides.task, f"out_dir={out}"]))
+    cmd = _guard(lambda: launcher_command(typed.trainer, [*HydraConfig.get().overrides.task, f"out_dir={out}"]))
     if cmd:
         print("launching: " + " ".join(cmd), flush=True)
         rc = _run_launcher(cmd)
         if rc:
             sys.exit(rc)
         return
-    _guard(lambda: _train(cfg, out, exit_on_stop=True))  # validated above
+    _guard(lambda: _train(typed, out, exit_on_stop=True))
 
 
 def plan(cfg: DictConfig) -> None:
     """``rlvr plan`` and ``rlvr train ... --plan``: the memory plan of the run the same overrides
     compose (rlvr_cli/plan.py); loads no weights, writes nothing, trains nothing."""
-    from rlvr_cli.config_schema import validate_train_config
+    from rlvr_cli.configs import load_train_config
     from rlvr_cli.plan import print_plan
 
-    _guard(validate_train_config, cfg)
-    _guard(print_plan, cfg)
+    _guard(print_plan, _guard(load_train_config, cfg))
 
 
 def eval(cfg: DictConfig) -> None:  # noqa: A001 (the subcommand's name)
-    from rlvr_cli.config_schema import validate_eval_config
+    from rlvr_cli.configs import load_eval_config
     from rlvr_cli.eval.run import eval_main
 
-    _guard(validate_eval_config, cfg)
-    _guard(lambda: eval_main(cfg, run_dir(cfg)))
+    typed = _guard(load_eval_config, cfg)
+    _guard(lambda: eval_main(typed, run_dir(cfg)))

@@ -29,10 +29,25 @@ from typing import Any
 import torch
 
 from rlvr_cli.errors import UserError
+from rlvr_cli.typed import load, setting
 
 ADAPTER = "default"  # peft's adapter name
 ALL_LINEAR = "all-linear"
 ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoraConfig:
+    """``model.lora``: LoRA adapters through peft (rank 0 = full fine-tuning)."""
+
+    rank: int = setting(0, ge=0, why="0 = full fine-tuning", help="the adapters' rank; 0 = full fine-tuning")
+    alpha: float = setting(16.0, gt=0, why="the update is scaled by alpha / rank", help="the update is scaled "
+                           "by alpha / rank")
+    dropout: float = setting(0.0, ge=0, lt=1, help="dropout on the adapters' input")
+    target_modules: str | list[str] = setting(ALL_LINEAR, why="all-linear, module names or a regex",
+                                              help="all-linear (every decoder linear layer, not the LM head), "
+                                              "module names, or a regex over the dotted name")
+    modules_to_save: list[str] | None = setting(None, help="modules trained in full beside the adapters")
 
 
 @dataclass(frozen=True)
@@ -48,13 +63,17 @@ class LoraSpec:
     modules_to_save: tuple[str, ...] = ()
 
     @classmethod
-    def from_model_cfg(cls, model_cfg: Mapping[str, Any]) -> LoraSpec:
-        node = dict(model_cfg.get("lora") or {})
-        targets = node.get("target_modules", ALL_LINEAR)
-        spec = cls(rank=int(node.get("rank", 0) or 0), alpha=float(node.get("alpha", 16.0)),
-                   dropout=float(node.get("dropout", 0.0) or 0.0),
+    def from_model_cfg(cls, model_cfg: Any) -> LoraSpec:
+        """From a ``models.ModelConfig``'s ``lora`` node (or a plain mapping's)."""
+        return cls.of(model_cfg.get("lora") if isinstance(model_cfg, Mapping) else model_cfg.lora)
+
+    @classmethod
+    def of(cls, node: LoraConfig | Mapping[str, Any] | None) -> LoraSpec:
+        node = LoraConfig() if node is None else load(LoraConfig, node, "model.lora.")
+        targets = node.target_modules
+        spec = cls(rank=node.rank, alpha=node.alpha, dropout=node.dropout,
                    target_modules=tuple(targets) if isinstance(targets, (list, tuple)) else targets,
-                   modules_to_save=tuple(node.get("modules_to_save") or ()))
+                   modules_to_save=tuple(node.modules_to_save or ()))
         spec.check()
         return spec
 

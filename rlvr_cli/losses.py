@@ -8,15 +8,28 @@ with the method and without it, ``rlvr_cli.diagnostics``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
+from rlvr_cli.typed import setting
 from rlvr_cli.types import MethodOutput
 
 AGG_MODES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm",
              "seq-mean-token-sum-norm-by-seqs")
 KL_TYPES = ("k1", "kl", "abs", "k2", "mse", "k3", "low_var_kl")
+# "<type>+": the straight-through form (the value of <type>, the gradient of k2; verl's "+" suffix)
+KL_CHOICES = (*KL_TYPES, *(f"{k}+" for k in KL_TYPES))
+
+
+@dataclass(frozen=True, kw_only=True)
+class KLConfig:
+    """``algo.kl``: the KL penalty to the initial policy, added to the loss (``kl_penalty``)."""
+
+    enabled: bool = setting(help="add coef x KL(pi || pi_ref) to the loss (loads the reference policy)")
+    coef: float = setting(0.001, ge=0, help="the penalty's weight")
+    type: Literal[KL_CHOICES] = setting("low_var_kl", help="the estimator: k1 | kl | abs | k2 | mse | k3 | "
+                                        "low_var_kl, each with a + form (straight-through, verl's)")
 
 
 @dataclass(frozen=True)

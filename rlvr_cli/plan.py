@@ -569,9 +569,12 @@ def _plain(cfg: Any) -> dict[str, Any]:
     """The resolved config as plain containers (a plain mapping is taken as resolved already)."""
     from omegaconf import DictConfig
 
-    from rlvr_cli.config_schema import _resolve
+    from rlvr_cli.configs import resolve
+    from rlvr_cli.typed import to_dict
 
-    return _resolve(cfg) if isinstance(cfg, DictConfig) else copy.deepcopy(dict(cfg))
+    if isinstance(cfg, DictConfig):
+        return resolve(cfg)
+    return to_dict(cfg) if dataclasses.is_dataclass(cfg) else copy.deepcopy(dict(cfg))
 
 
 def gpu_memory(trainer: Mapping[str, Any]) -> tuple[int, str]:
@@ -616,7 +619,7 @@ def _trainer_text(trainer: Mapping[str, Any]) -> str:
 
 def build_plan(cfg: Any, world: int | None = None, gpu_bytes: int | None = None, suggest: bool = True) -> Plan:
     """The memory plan of a composed ``rlvr train`` config (DictConfig or plain dict)."""
-    from rlvr_cli.config_schema import world_size
+    from rlvr_cli.configs import world_size
     from rlvr_cli.lora import target_module_names, trainable_parameters
 
     c = _plain(cfg)

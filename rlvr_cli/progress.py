@@ -8,10 +8,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.tree import Tree
 
+from rlvr_cli.typed import to_dict
+
 console = Console(highlight=False)
 
 
-def config_tree(cfg: DictConfig, title: str = "config") -> Tree:
+def config_tree(cfg: Any, title: str = "config") -> Tree:
+    """A config (a loaded one, a DictConfig or a plain mapping) as a tree, resolved."""
     tree = Tree(f"[bold]{title}")
 
     def add(node, value):
@@ -21,11 +24,11 @@ def config_tree(cfg: DictConfig, title: str = "config") -> Tree:
             else:
                 node.add(f"{key}: [green]{sub!r}")
 
-    add(tree, OmegaConf.to_container(cfg, resolve=True))
+    add(tree, OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else to_dict(cfg))
     return tree
 
 
-def print_config(cfg: DictConfig) -> None:
+def print_config(cfg: Any) -> None:
     console.print(config_tree(cfg))
 
 

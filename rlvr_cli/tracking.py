@@ -7,8 +7,26 @@ from __future__ import annotations
 import json
 import math
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from rlvr_cli.typed import load, setting
+
+WANDB_MODES = ("offline", "online", "disabled", "shared", "dryrun", "run")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoggerConfig:
+    """``logger.*`` (conf/logger: none, wandb): where metrics go besides the run's metrics.jsonl."""
+
+    kind: Literal["none", "wandb"] = setting("none", help="none (metrics.jsonl only) | wandb (also a wandb run)")
+    project: str = setting("rlvr", help="the wandb project")
+    name: str | None = setting(None, help="the wandb run's name (conf/logger/wandb.yaml: the run's exp_name)")
+    mode: Literal[WANDB_MODES] = setting("offline", help="wandb's mode: offline (sync later) | online | disabled")
+    id: str | None = setting(None, help="pin the wandb run id (default: kept in the run folder, so a resume "
+                             "logs into the same run)")
 
 
 def _clean(v: Any) -> Any:
@@ -69,14 +87,16 @@ class WandbTracker:
     ID_FILE = "wandb_run_id"
     LAST_STEP_FILE = "wandb_last_step"
 
-    def __init__(self, cfg: dict[str, Any], run_config: dict[str, Any], out_dir: Path, resuming: bool = False):
+    def __init__(self, cfg: LoggerConfig | Mapping[str, Any], run_config: dict[str, Any], out_dir: Path,
+                 resuming: bool = False):
         import wandb
 
+        cfg = load(LoggerConfig, cfg, "logger.")
         id_file = Path(out_dir) / self.ID_FILE
-        run_id = cfg.get("id") or (id_file.read_text().strip() if resuming and id_file.is_file() else None)
+        run_id = cfg.id or (id_file.read_text().strip() if resuming and id_file.is_file() else None)
         run_id = run_id or uuid.uuid4().hex[:12]
         self._run = wandb.init(
-            project=cfg.get("project", "rlvr"), name=cfg.get("name"), mode=cfg.get("mode", "offline"),
+            project=cfg.project, name=cfg.name, mode=cfg.mode,
             dir=str(out_dir), config=run_config, resume="allow", id=run_id,
         )
         id_file.write_text(run_id)
@@ -117,10 +137,11 @@ class MultiTracker:
             t.finish(preempted)
 
 
-def build_tracker(logger_cfg: dict[str, Any], run_config: dict[str, Any], out_dir: Path, resume_step: int | None, rank: int = 0):
+def build_tracker(logger_cfg: LoggerConfig | Mapping[str, Any], run_config: dict[str, Any], out_dir: Path,
+                  resume_step: int | None, rank: int = 0):
     if rank != 0:
         return NullTracker()
     trackers = [JsonlTracker(Path(out_dir) / "metrics.jsonl", resume_step)]
-    if logger_cfg.get("kind") == "wandb":
+    if load(LoggerConfig, logger_cfg, "logger.").kind == "wandb":
         trackers.append(WandbTracker(logger_cfg, run_config, out_dir, resuming=resume_step is not None))
     return MultiTracker(*trackers)

@@ -90,7 +90,8 @@ def worker(model_dir: Path, trainer: str, steps: int, quick: bool, out_json: Pat
     import torch
     from hydra import compose, initialize_config_dir
 
-    from rlvr_cli.cli import CONF_DIR, _register_resolvers
+    from rlvr_cli.cli import _register_resolvers
+    from rlvr_cli.paths import CONF_DIR
     from rlvr_cli.trainer.loop import GRPOTrainer
 
     _register_resolvers()

@@ -14,7 +14,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from rlvr_cli import plan as P
-from rlvr_cli.cli import CONF_DIR, _register_resolvers, group_options
+from rlvr_cli.cli import _register_resolvers
+from rlvr_cli.paths import CONF_DIR, group_options
 from rlvr_cli.errors import UserError
 from rlvr_cli.lora import LoraSpec, apply_lora, target_module_names
 
@@ -151,7 +152,7 @@ def test_every_recipe_fits_the_gpus_its_header_names(recipe):
     (its ``Run:`` overrides: ranks, vLLM): none is refused."""
     import re
 
-    from rlvr_cli.cli import REPO_ROOT
+    from rlvr_cli.paths import REPO_ROOT
 
     header = (REPO_ROOT / "recipes" / f"{recipe}.yaml").read_text()
     launch = re.search(rf"rlvr train \+recipes={re.escape(recipe)}(.*)", header)
@@ -227,7 +228,7 @@ def test_train_main_stops_at_the_plan_before_loading_or_writing(tmp_path):
 
 
 def test_the_new_trainer_keys_are_in_every_trainer_config_and_checked():
-    from rlvr_cli.config_schema import validate_train_config
+    from rlvr_cli.configs import load_train_config as validate_train_config
 
     for trainer in group_options("trainer"):
         cfg = _compose([f"trainer={trainer}"])

@@ -6,8 +6,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from rlvr_cli.cli import CONF_DIR, REPO_ROOT, group_options
-from rlvr_cli.config_schema import validate_train_config
+from rlvr_cli.paths import CONF_DIR, REPO_ROOT, group_options
+from rlvr_cli.configs import load_train_config as validate_train_config
 from rlvr_cli.methods import method_names
 
 

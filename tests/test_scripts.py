@@ -9,7 +9,8 @@ import subprocess
 import pytest
 from hydra import compose, initialize_config_dir
 
-from rlvr_cli.cli import CONF_DIR, REPO_ROOT, normalise_overrides
+from rlvr_cli.cli import normalise_overrides
+from rlvr_cli.paths import CONF_DIR, REPO_ROOT
 
 
 def _dry(script: str, *args: str, **env: str) -> list[list[str]]:

@@ -54,7 +54,7 @@ def data_config(data: str) -> tuple[dict[str, Any], str]:
     """(data config, split): a conf/data name -> its held-out split; a file -> the jsonl config on it."""
     from omegaconf import OmegaConf
 
-    from rlvr_cli.cli import CONF_DIR, group_options
+    from rlvr_cli.paths import CONF_DIR, group_options
 
     if Path(data).is_file():
         node = OmegaConf.load(CONF_DIR / "data" / "jsonl.yaml")

@@ -15,7 +15,8 @@ def benchmark_names() -> list[str]:
     return sorted(p.stem for p in BENCHMARK_DIR.glob("*.yaml"))
 
 
-def benchmark_config(name: str) -> dict[str, Any]:
+def benchmark_file(name: str) -> dict[str, Any]:
+    """A benchmark's file as a plain mapping, its ``name`` set."""
     from omegaconf import OmegaConf
 
     if name not in benchmark_names():
@@ -23,3 +24,4 @@ def benchmark_config(name: str) -> dict[str, Any]:
     bench = OmegaConf.to_container(OmegaConf.load(BENCHMARK_DIR / f"{name}.yaml"), resolve=True)
     bench["name"] = name
     return bench
+

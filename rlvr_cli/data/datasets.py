@@ -21,19 +21,21 @@ import json
 import logging
 import re
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from rlvr_cli.data.config import ANSWER_FORMATS, DataConfig, benchmark_config
 from rlvr_cli.data.prompts import render_messages, render_prompt
 from rlvr_cli.errors import UserError
 from rlvr_cli.rewards.extract import extract_answer
+from rlvr_cli.typed import load
 from rlvr_cli.types import Prompt
 
 log = logging.getLogger(__name__)
-ANSWER_FORMATS = ("plain", "boxed_solution", "gsm8k")
 OVERLONG = ("drop", "error")
 FIELDS = ("problem_key", "answer_key", "id_key", "answer_format")
 
@@ -202,7 +204,7 @@ def _name(keys: Any) -> str:
     return keys if isinstance(keys, str) else "/".join(map(str, keys))
 
 
-def load_prompts(data_cfg: dict[str, Any], tokenizer, split: str, max_prompt_len: int | None = None,
+def load_prompts(data_cfg: DataConfig | Mapping[str, Any], tokenizer, split: str, max_prompt_len: int | None = None,
                  overlong: str = "drop") -> tuple[list[Prompt], LoadReport]:
     """``split`` is ``train`` or ``test``; the data config says where each comes from.
 
@@ -211,32 +213,31 @@ def load_prompts(data_cfg: dict[str, Any], tokenizer, split: str, max_prompt_len
     replaces its source by a local file or another hub id); without it, ``data.test_path`` with the
     train split's field names. Prompts over ``max_prompt_len`` tokens: see ``rows_to_prompts``.
     """
+    data_cfg = load(DataConfig, data_cfg, "data.")
     limits = dict(max_prompt_len=max_prompt_len, overlong=overlong)
-    if data_cfg.get("source", "file") == "synthetic":
+    if data_cfg.source == "synthetic":
         from rlvr_cli.data.synthetic import synthetic_split
 
-        n = data_cfg["train_size"] if split == "train" else data_cfg["test_size"]
-        params = dict(data_cfg.get("synthetic") or {})
+        n = data_cfg.train_size if split == "train" else data_cfg.test_size
+        params = dict(data_cfg.synthetic or {})
         rows = synthetic_split(split, n, **params)
-        return rows_to_prompts(rows, tokenizer, data_cfg["template"], source=f"{params.get('task', 'arith')}/{split}", **limits)
-    fields = {k: data_cfg[k] for k in FIELDS if data_cfg.get(k) is not None}
-    path, hub_split, subset = data_cfg.get("path"), data_cfg.get("split", "train"), data_cfg.get("subset")
+        return rows_to_prompts(rows, tokenizer, data_cfg.template, source=f"{params.get('task', 'arith')}/{split}", **limits)
+    fields = data_cfg.fields()
+    path, hub_split, subset = data_cfg.path, data_cfg.split, data_cfg.subset
     if split == "test":
-        path, hub_split = data_cfg.get("test_path"), data_cfg.get("test_split", "test")
-        if data_cfg.get("test_benchmark"):
-            from rlvr_cli.data.benchmarks import benchmark_config
-
-            bench = benchmark_config(data_cfg["test_benchmark"])
-            fields = {k: bench[k] for k in FIELDS if bench.get(k) is not None}
-            path, hub_split, subset = path or bench.get("path") or bench.get("hub_id"), bench.get("split") or "test", bench.get("subset")
+        path, hub_split = data_cfg.test_path, data_cfg.test_split
+        if data_cfg.test_benchmark:
+            bench = benchmark_config(data_cfg.test_benchmark)
+            fields = bench.fields()
+            path, hub_split, subset = path or bench.path or bench.hub_id, bench.split or "test", bench.subset
     if not path:
-        raise UserError(f"data.{'path' if split == 'train' else 'test_path'} is not set for data={data_cfg.get('name')}")
+        raise UserError(f"data.{'path' if split == 'train' else 'test_path'} is not set for data={data_cfg.name}")
     rows, bad = read_rows(str(path), hub_split, subset)
-    limit = data_cfg.get("train_size" if split == "train" else "test_size")
+    limit = data_cfg.train_size if split == "train" else data_cfg.test_size
     if limit:
-        rows = rows[: int(limit)]
-    names = (_name(fields.get("problem_key", "problem")), _name(fields.get("answer_key", "answer")))
-    return rows_to_prompts(canonical_rows(rows, fields), tokenizer, data_cfg["template"],
+        rows = rows[:limit]
+    names = (_name(fields["problem_key"]), _name(fields["answer_key"]))
+    return rows_to_prompts(canonical_rows(rows, fields), tokenizer, data_cfg.template,
                            source=f"{path}:{hub_split}", skipped=bad, names=names, **limits)
 
 

@@ -15,6 +15,7 @@ on which benchmarks ran before it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import hashlib
 import json
@@ -25,27 +26,33 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from rlvr_cli.data.benchmarks import BENCHMARK_DIR, benchmark_names
+from rlvr_cli.data.benchmarks import benchmark_names
+from rlvr_cli.data.config import BenchmarkConfig, benchmark_config
 from rlvr_cli.data.datasets import canonical_rows
 from rlvr_cli.errors import UserError
+from rlvr_cli.eval.config import EvalConfig
 from rlvr_cli.eval.evaluate import Sample, sample_and_grade
 from rlvr_cli.eval.metrics import pass_ks, summarize_samples
-from rlvr_cli.rewards.fast import DEFAULT_REL_TOL
+from rlvr_cli.models import ModelConfig
+from rlvr_cli.typed import to_dict
 from rlvr_cli.types import Prompt
+
+if TYPE_CHECKING:
+    from rlvr_cli.configs import EvalRunConfig
 
 log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------- 1. benchmarks
-def resolve_benchmarks(names: Any, overrides: Any) -> list[dict[str, Any]]:
-    """``benchmarks`` (list of names) + ``benchmark_overrides`` -> one plain dict per benchmark."""
+def resolve_benchmarks(names: Any, overrides: Any) -> list[BenchmarkConfig]:
+    """``benchmarks`` (list of names) + ``benchmark_overrides`` -> one ``BenchmarkConfig`` per benchmark."""
     names = [names] if isinstance(names, str) else list(names or [])
-    overrides = OmegaConf.to_container(overrides, resolve=True) if isinstance(overrides, DictConfig) else dict(overrides or {})
+    overrides = dict(overrides or {})
     valid = benchmark_names()
     if not names:
         raise UserError(f"no benchmarks given; e.g. benchmarks=[aime24,amc23] (valid: {', '.join(valid)})")
@@ -55,18 +62,7 @@ def resolve_benchmarks(names: Any, overrides: Any) -> list[dict[str, Any]]:
     stray = sorted(set(overrides) - set(names))
     if stray:
         raise UserError(f"benchmark_overrides for {', '.join(stray)}, which is not in benchmarks={names}")
-    out = []
-    for name in dict.fromkeys(names):
-        bench = OmegaConf.to_container(OmegaConf.load(BENCHMARK_DIR / f"{name}.yaml"), resolve=True)
-        extra = overrides.get(name) or {}
-        unknown = sorted(set(extra) - set(bench))
-        if unknown:
-            raise UserError(f"unknown key(s) {', '.join(unknown)} in benchmark_overrides.{name}; "
-                            f"valid: {', '.join(sorted(bench))}")
-        bench.update(extra)
-        bench["name"] = name
-        out.append(bench)
-    return out
+    return [benchmark_config(name, overrides.get(name)) for name in dict.fromkeys(names)]
 
 
 # JSON-escape damage: a "\f", "\b", "\a", "\v" that began a TeX command became a control character
@@ -83,71 +79,70 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _read_source(bench: dict[str, Any]) -> tuple[list[Any], Counter, dict[str, Any]]:
+def _read_source(bench: BenchmarkConfig) -> tuple[list[Any], Counter, dict[str, Any]]:
     """Raw rows of a file benchmark (local ``path``, else ``hub_id``) and where exactly they came from."""
     from rlvr_cli.data.datasets import read_rows
 
-    split, subset, revision = bench.get("split") or "test", bench.get("subset"), bench.get("revision")
-    if bench.get("path"):
-        p = Path(str(bench["path"])).expanduser()
+    split, subset, revision = bench.split or "test", bench.subset, bench.revision
+    if bench.path:
+        p = Path(bench.path).expanduser()
         if not p.exists():
-            raise UserError(f"benchmark {bench['name']}: file not found: {bench['path']}")
+            raise UserError(f"benchmark {bench.name}: file not found: {bench.path}")
         rows, bad = read_rows(str(p), split, subset)
         source = {"kind": "local", "path": str(p.resolve()), "sha256": sha256_file(p) if p.is_file() else None}
         return rows, bad, source
-    hub_id = bench.get("hub_id")
+    hub_id = bench.hub_id
     if not hub_id:
-        raise UserError(f"benchmark {bench['name']} has neither `path` nor `hub_id`")
+        raise UserError(f"benchmark {bench.name} has neither `path` nor `hub_id`")
     import datasets
 
     try:
         ds = datasets.load_dataset(hub_id, subset, split=split, revision=revision)
     except Exception as e:  # offline, unknown id, unknown split: the user fixes the config or uses a copy
-        raise UserError(f"benchmark {bench['name']}: could not load {hub_id} (split {split}): "
+        raise UserError(f"benchmark {bench.name}: could not load {hub_id} (split {split}): "
                         f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
-                        f"(local copy: +benchmark_overrides.{bench['name']}.path=<file>)") from None
+                        f"(local copy: +benchmark_overrides.{bench.name}.path=<file>)") from None
     source = {"kind": "hub", "hub_id": hub_id, "split": split, "subset": subset, "revision": revision,
               "fingerprint": getattr(ds, "_fingerprint", None)}
     return list(ds), Counter(), source
 
 
-def load_benchmark(bench: dict[str, Any], tokenizer, ev: DictConfig) -> tuple[list[Prompt], dict[str, Any]]:
+def load_benchmark(bench: BenchmarkConfig, tokenizer, ev: EvalConfig) -> tuple[list[Prompt], dict[str, Any]]:
     """Prompts of one benchmark (first ``limit`` problems) and its provenance record."""
     from rlvr_cli.data.datasets import rows_to_prompts
 
-    name = bench["name"]
-    template = ev.get("template") or bench.get("template", "qwen_math")
-    limit = bench.get("limit") or ev.get("limit")
-    if bench.get("source", "file") == "synthetic":
+    name = bench.name
+    template = ev.template or bench.template
+    limit = bench.limit or ev.limit
+    if bench.source == "synthetic":
         from rlvr_cli.data.synthetic import synthetic_split
 
-        size = min(int(limit), int(bench["size"])) if limit else int(bench["size"])
-        params = dict(bench.get("synthetic") or {})
-        rows, bad = synthetic_split(bench.get("split", "test"), size, **params), Counter()
+        size = min(limit, bench.size) if limit else bench.size
+        params = dict(bench.synthetic or {})
+        rows, bad = synthetic_split(bench.split, size, **params), Counter()
         source = {"kind": "synthetic", "generator": f"rlvr_cli.data.synthetic:{params.get('task', 'arith')}",
-                  "split": bench.get("split", "test"), "size": size, "params": params}
+                  "split": bench.split, "size": size, "params": params}
     else:
         rows, bad, source = _read_source(bench)
         source["rows_in_source"] = len(rows) + sum(bad.values())
         if limit:
-            rows = rows[: int(limit)]
-        rows = canonical_rows(rows, bench)
+            rows = rows[:limit]
+        rows = canonical_rows(rows, bench.fields())
     prompts, report = rows_to_prompts(rows, tokenizer, template, source=name, skipped=bad)
     damaged = sum(bool(_ESCAPE_DAMAGE.search(p.problem)) for p in prompts)
     if damaged:
         log.warning("%s: %d problem(s) contain control characters, the mark of broken LaTeX escapes "
                     "(\\frac -> form feed + 'rac'); check the copy", name, damaged)
-    fields = {k: bench.get(k) for k in ("problem_key", "answer_key", "id_key", "answer_format") if k in bench}
-    return prompts, {"source": source, "fields": fields, "template": template, "limit": limit,
+    return prompts, {"source": source, "fields": bench.fields(), "template": template, "limit": limit,
                      "problems": len(prompts), "skipped": dict(report.skipped), "suspect_latex_escapes": damaged}
 
 
 # ---------------------------------------------------------------------------------------- 2. models
-def _model_record(model, model_cfg: dict[str, Any], path: str, device: torch.device) -> dict[str, Any]:
+def _model_record(model, model_cfg: ModelConfig, path: str, device: torch.device) -> dict[str, Any]:
     from rlvr_cli.models import resolve_model_path
 
     resolved = resolve_model_path(path)
-    rec = {"name": model_cfg.get("name"), "path": path, "resolved_path": resolved,
+    rec = {"name": model_cfg.name, "path": path, "resolved_path": resolved,
            "dtype": str(next(model.parameters()).dtype).removeprefix("torch."), "device": str(device),
            "params": sum(p.numel() for p in model.parameters()),
            "revision": getattr(model.config, "_commit_hash", None)}
@@ -157,24 +152,24 @@ def _model_record(model, model_cfg: dict[str, Any], path: str, device: torch.dev
     return rec
 
 
-def _load_base(cfg: DictConfig, model_cfg: dict[str, Any], model, tokenizer, device: torch.device):
+def _load_base(cfg: EvalRunConfig, model_cfg: ModelConfig, model, tokenizer, device: torch.device):
     """The base model for extrapolation; refuses another vocabulary (Δlog p compares token ids)."""
     from rlvr_cli.models import load_model, load_tokenizer, resolve_model_path
     from rlvr_cli.rollout.extrapolate import check_same_vocab
 
-    base_path = str(cfg.extrapolate.base)
-    if resolve_model_path(base_path) == resolve_model_path(str(model_cfg["path"])):
+    base_path = cfg.extrapolate.base
+    if resolve_model_path(base_path) == resolve_model_path(model_cfg.path):
         log.warning("extrapolate.base is model.path itself: Δlog p is 0 at every token, so π_ext = π_RL")
     base = load_model(model_cfg, device, path=base_path)
     check_same_vocab(model, base)
     try:
-        base_tok = load_tokenizer({**model_cfg, "path": base_path, "tokenizer": None})
+        base_tok = load_tokenizer(dataclasses.replace(model_cfg, path=base_path, tokenizer=None))
     except (OSError, ValueError) as e:
         log.warning("extrapolate.base %s has no loadable tokenizer (%s): only vocabulary sizes checked", base_path, e)
         return base
     if base_tok.get_vocab() != tokenizer.get_vocab():
         raise UserError(f"extrapolate.base {base_path} has a different tokenizer from model.path "
-                        f"{model_cfg['path']}; Δlog p needs both models on one vocabulary")
+                        f"{model_cfg.path}; Δlog p needs both models on one vocabulary")
     return base
 
 
@@ -286,79 +281,69 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _check(cfg: DictConfig) -> None:
-    ev = cfg.eval
-    if int(ev.n) < 1:
-        raise UserError(f"eval.n must be >= 1, got {ev.n}")
-    if ev.max_new_tokens is not None and int(ev.max_new_tokens) < 1:
-        raise UserError(f"eval.max_new_tokens must be >= 1 (or null = each benchmark's own), got {ev.max_new_tokens}")
-    if not 0 < float(ev.top_p) <= 1:
-        raise UserError(f"eval.top_p must be in (0, 1], got {ev.top_p}")
-    if int(ev.batch_size) < 1:
-        raise UserError(f"eval.batch_size must be >= 1, got {ev.batch_size}")
-    if float(ev.temperature) <= 0 and int(ev.n) > 1:
-        log.warning("eval.temperature=0 is greedy: all %d samples of a problem will be the same", int(ev.n))
+def _warn_greedy(ev: EvalConfig) -> None:
+    if ev.temperature <= 0 and ev.n > 1:
+        log.warning("eval.temperature=0 is greedy: all %d samples of a problem will be the same", ev.n)
 
 
 # ------------------------------------------------------------------------------------------ main
-def _header(cfg: DictConfig, model, base, model_cfg: dict[str, Any], device: torch.device) -> dict[str, Any]:
+def _header(cfg: EvalRunConfig, model, base, model_cfg: ModelConfig, device: torch.device) -> dict[str, Any]:
     """Everything about the run that is not per benchmark: model, sampling, grader, extrapolation, versions."""
     ev, x = cfg.eval, cfg.extrapolate
     header = {
         # the CLI sets argv to ["rlvr eval", *overrides]; from Python (tests, notebooks) there is no command
         "command": " ".join(sys.argv) if sys.argv and sys.argv[0].startswith("rlvr ") else None,
-        "started_at": _dt.datetime.now().astimezone().isoformat(timespec="seconds"), "seed": int(cfg.seed),
+        "started_at": _dt.datetime.now().astimezone().isoformat(timespec="seconds"), "seed": cfg.seed,
         **_versions(),
-        "model": _model_record(model, model_cfg, str(model_cfg["path"]), device),
-        "sampling": {"n": int(ev.n), "temperature": float(ev.temperature), "top_p": float(ev.top_p),
-                     "max_new_tokens": ev.max_new_tokens, "batch_size": int(ev.batch_size),
-                     "max_prompt_len": ev.get("max_prompt_len")},
-        "grader": {"verifier": str(cfg.reward.get("verifier", "math")) + " (a benchmark's own verifier wins)", "extract": str(OmegaConf.to_container(cfg.reward, resolve=True)["extract"]),
-                   "rel_tol": float(cfg.reward.get("rel_tol", DEFAULT_REL_TOL)),
-                   "timeout_s": float(cfg.reward.timeout_s), "num_workers": int(cfg.reward.num_workers)},
-        "extrapolate": {"enabled": base is not None, "base": x.get("base"), "gamma": float(x.gamma), "tau": float(x.tau),
-                        "driver": str(x.driver), "cand_topk": int(x.cand_topk), "resample": str(x.resample)},
+        "model": _model_record(model, model_cfg, model_cfg.path, device),
+        "sampling": {"n": ev.n, "temperature": ev.temperature, "top_p": ev.top_p,
+                     "max_new_tokens": ev.max_new_tokens, "batch_size": ev.batch_size,
+                     "max_prompt_len": ev.max_prompt_len},
+        "grader": {"verifier": f"{cfg.reward.verifier} (a benchmark's own verifier wins)", "extract": str(cfg.reward.extract),
+                   "rel_tol": cfg.reward.rel_tol, "timeout_s": cfg.reward.timeout_s, "num_workers": cfg.reward.num_workers},
+        "extrapolate": {"enabled": base is not None, "base": x.base, "gamma": x.gamma, "tau": x.tau,
+                        "driver": x.driver, "cand_topk": x.cand_topk, "resample": x.resample},
         "benchmarks": {},
     }
     if base is not None:
-        header["extrapolate"]["base_model"] = _model_record(base, model_cfg, str(x.base), device)
+        header["extrapolate"]["base_model"] = _model_record(base, model_cfg, x.base, device)
     return header
 
 
-def run_benchmark(bench: dict[str, Any], cfg: DictConfig, model, tokenizer, grader, base=None, xcfg=None, stop=None,
+def run_benchmark(bench: BenchmarkConfig, cfg: EvalRunConfig, model, tokenizer, grader, base=None, xcfg=None, stop=None,
                   engine=None):
     """One benchmark: problems -> n samples each (progress bar) -> grades -> metrics. Returns (record, samples).
     ``stop``: where responses end (``rollout.stopping.StopCriteria``; default: the model's EOS).
     ``engine``: the rollout engine that samples (``rollout.engines``; default: HF generate on ``model``)."""
-    from rlvr_cli.rollout.engines import SamplingSpec
+    from rlvr_cli.rollout.config import SamplingSpec
     from rlvr_cli.rollout.extrapolate import generate_extrapolated
     from rlvr_cli.rollout.stopping import resolve_stop
 
-    ev, n = cfg.eval, int(cfg.eval.n)
+    ev, n = cfg.eval, cfg.eval.n
     prompts, record = load_benchmark(bench, tokenizer, ev)
-    max_new = int(ev.max_new_tokens or bench.get("max_new_tokens") or 1024)
+    max_new = ev.max_new_tokens or bench.max_new_tokens or 1024
     generate = None
     if engine is not None and base is None:
-        spec = SamplingSpec(float(ev.temperature), float(ev.top_p), max_new, stop or resolve_stop(model, tokenizer),
-                            ev.get("max_prompt_len"))
+        spec = SamplingSpec(ev.temperature, ev.top_p, max_new, stop or resolve_stop(model, tokenizer),
+                            ev.max_prompt_len)
 
         def generate(part):
             return engine.generate(part, n, spec), {}
     if base is not None:
         def generate(part):
-            return generate_extrapolated(model, base, tokenizer, part, n, max_new, float(ev.temperature),
-                                         float(ev.top_p), int(ev.batch_size), xcfg, ev.get("max_prompt_len"))
-    torch.manual_seed(int(cfg.seed))
+            return generate_extrapolated(model, base, tokenizer, part, n, max_new, ev.temperature,
+                                         ev.top_p, ev.batch_size, xcfg, ev.max_prompt_len)
+    torch.manual_seed(cfg.seed)
     t0 = time.time()
-    with _progress(bool(ev.get("progress", True))) as bar:
-        task = bar.add_task(bench["name"], total=len(prompts) * n, rate="")
+    with _progress(ev.progress) as bar:
+        task = bar.add_task(bench.name, total=len(prompts) * n, rate="")
 
         def on_chunk(done: int) -> None:
             bar.update(task, completed=done * n, rate=f"{done * n / max(time.time() - t0, 1e-9):.1f}/s")
 
-        samples = sample_and_grade(model, tokenizer, prompts, grader, n, float(ev.temperature), float(ev.top_p),
-                                   max_new, int(ev.batch_size), on_chunk=on_chunk, generate=generate,
-                                   max_prompt_len=ev.get("max_prompt_len"), stop=stop, extract=bench.get("extract"))
+        samples = sample_and_grade(model, tokenizer, prompts, grader, n, ev.temperature, ev.top_p,
+                                   max_new, ev.batch_size, on_chunk=on_chunk, generate=generate,
+                                   max_prompt_len=ev.max_prompt_len, stop=stop, extract=bench.extract)
     wall = time.time() - t0
     metrics = summarize_samples(samples, n, grader)
     if base is not None:
@@ -370,44 +355,44 @@ def run_benchmark(bench: dict[str, Any], cfg: DictConfig, model, tokenizer, grad
     return record, samples
 
 
-def eval_main(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
-    """Evaluate with a composed ``conf/eval.yaml`` (usable without Hydra's app, e.g. from tests)."""
+def eval_main(cfg: EvalRunConfig | DictConfig, out_dir: Path) -> dict[str, Any]:
+    """Evaluate with a composed ``conf/eval.yaml`` (usable without Hydra's app, e.g. from tests); the
+    config is loaded into its typed nodes first (a bad value: ``UserError`` before anything loads)."""
+    from rlvr_cli.configs import load_eval_config
     from rlvr_cli.models import load_model, load_tokenizer, pick_device
     from rlvr_cli.progress import console
     from rlvr_cli.rewards import build_grader
     from rlvr_cli.rollout.engines import build_engine, resolve_engine
-    from rlvr_cli.rollout.extrapolate import ExtrapolateConfig
     from rlvr_cli.rollout.stopping import resolve_stop
 
     t_start = time.time()
     # 1. what to evaluate, checked before any model is loaded
-    _check(cfg)
-    benches = resolve_benchmarks(cfg.benchmarks, cfg.get("benchmark_overrides"))
+    cfg = load_eval_config(cfg)
+    _warn_greedy(cfg.eval)
+    benches = resolve_benchmarks(cfg.benchmarks, cfg.benchmark_overrides)
     x = cfg.extrapolate
-    xcfg = ExtrapolateConfig(gamma=float(x.gamma), tau=float(x.tau), driver=str(x.driver),
-                             cand_topk=int(x.cand_topk), resample=str(x.resample)) if x.get("base") else None
+    xcfg = x if x.base else None
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "resolved_config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (out_dir / "resolved_config.yaml").write_text(OmegaConf.to_yaml(to_dict(cfg)))
 
     # 2. models (the base only for extrapolation) and the training verifier
-    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    device = pick_device(str(cfg.eval.get("device", "auto")))
+    model_cfg = cfg.model
+    device = pick_device(cfg.eval.device)
     tokenizer = load_tokenizer(model_cfg)
     model = load_model(model_cfg, device).eval()
     base = _load_base(cfg, model_cfg, model, tokenizer, device).eval() if xcfg else None
-    stop = resolve_stop(model, tokenizer, [*(model_cfg.get("stop_tokens") or []), *(cfg.eval.get("stop_token_ids") or [])],
-                        cfg.eval.get("stop") or [])
-    ro_cfg = OmegaConf.to_container(cfg.get("rollout") or {}, resolve=True)
-    engine_name = resolve_engine(str(ro_cfg.get("engine", "hf")), device)
+    stop = resolve_stop(model, tokenizer, [*(model_cfg.stop_tokens or []), *(cfg.eval.stop_token_ids or [])],
+                        cfg.eval.stop or [])
+    ro_cfg = cfg.rollout
+    engine_name = resolve_engine(ro_cfg.engine, device)
     if engine_name == "vllm" and xcfg:
         raise UserError("Δlog p extrapolation samples token by token from two models with HF; use rollout.engine=hf "
                         "(or drop extrapolate.base)")
     engine = build_engine(engine_name, model=model, tokenizer=tokenizer, policy=lambda: contextlib.nullcontext(model),
-                          batch_size=int(cfg.eval.batch_size), device=device, dtype=next(model.parameters()).dtype,
+                          batch_size=cfg.eval.batch_size, device=device, dtype=next(model.parameters()).dtype,
                           max_model_len=int(getattr(model.config, "max_position_embeddings", None) or 32768),
-                          vllm_cfg={"seed": int(cfg.seed), **(ro_cfg.get("vllm") or {})},
-                          sampler=str(ro_cfg.get("sampler", "auto")))
+                          vllm_cfg=ro_cfg.vllm, seed=cfg.seed, sampler=ro_cfg.sampler)
     results = _header(cfg, model, base, model_cfg, device)
     results["sampling"]["engine"] = engine.name
     m = results["model"]
@@ -417,22 +402,22 @@ def eval_main(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     samples_path.write_text("")
 
     # 3. each benchmark; results are rewritten after each, so finished benchmarks survive a crash
-    reward = OmegaConf.to_container(cfg.reward, resolve=True)
+    reward = cfg.reward
     graders: dict[str, Any] = {}  # by verifier: math unless a benchmark names its own (countdown)
     try:
         for bench in benches:
-            verifier = bench.get("verifier") or reward.get("verifier") or "math"
+            verifier = bench.verifier or reward.verifier
             if verifier not in graders:
                 graders[verifier] = build_grader(reward, verifier)
             record, samples = run_benchmark(bench, cfg, model, tokenizer, graders[verifier], base, xcfg, stop, engine)
             record["verifier"] = verifier
-            results["benchmarks"][bench["name"]] = record
-            console.print(metrics_table(bench["name"], record["metrics"], int(cfg.eval.n),
+            results["benchmarks"][bench.name] = record
+            console.print(metrics_table(bench.name, record["metrics"], cfg.eval.n,
                                         f"{record['wall_s']:.1f} s, {record['samples_per_s']:.1f} samples/s"))
-            if cfg.eval.get("save_samples", True):
+            if cfg.eval.save_samples:
                 with open(samples_path, "a", encoding="utf-8") as f:
                     for s in samples:
-                        f.write(json.dumps({"benchmark": bench["name"], **s.to_json()}, ensure_ascii=False) + "\n")
+                        f.write(json.dumps({"benchmark": bench.name, **s.to_json()}, ensure_ascii=False) + "\n")
             _write(results, out_dir, t_start)
     finally:
         for grader in graders.values():

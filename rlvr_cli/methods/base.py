@@ -135,18 +135,25 @@ def method_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def build_method(cfg: dict[str, Any]) -> Method:
-    """Build a method from its config node (a plain dict: ``OmegaConf.to_container(cfg.method)``).
+def method_config_class(name: str) -> type[MethodConfig]:
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown method {name!r}; valid: {', '.join(method_names())}")
+    return _REGISTRY[name][1]
+
+
+def build_method(cfg: MethodConfig | dict[str, Any]) -> Method:
+    """Build a method from its config: its config dataclass (``configs.load_train_config`` loads the
+    ``method`` node into it) or a plain dict of its fields.
 
     Unknown names and unknown keys fail with the valid choices listed.
     """
-    cfg = dict(cfg)
-    name = cfg.get("name", "baseline")
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown method {name!r}; valid: {', '.join(method_names())}")
-    cls, cfg_cls = _REGISTRY[name]
-    valid = {f.name for f in dataclasses.fields(cfg_cls)}
-    extra = sorted(set(cfg) - valid)
-    if extra:
-        raise ValueError(f"method {name!r} has no option(s) {extra}; valid: {', '.join(sorted(valid))}")
-    return cls(cfg_cls(**cfg))
+    if not isinstance(cfg, MethodConfig):
+        cfg = dict(cfg)
+        name = cfg.get("name", "baseline")
+        cfg_cls = method_config_class(name)
+        valid = {f.name for f in dataclasses.fields(cfg_cls)}
+        extra = sorted(set(cfg) - valid)
+        if extra:
+            raise ValueError(f"method {name!r} has no option(s) {extra}; valid: {', '.join(sorted(valid))}")
+        cfg = cfg_cls(**cfg)
+    return _REGISTRY[cfg.name][0](cfg)

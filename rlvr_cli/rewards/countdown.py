@@ -202,8 +202,8 @@ class CountdownGrader(ResponseGrader):
         self.reasons: collections.Counter[str] = collections.Counter()
 
     @classmethod
-    def from_config(cls, reward: Mapping[str, Any]) -> CountdownGrader:
-        return cls(reward["extract"])
+    def from_config(cls, reward: Any) -> CountdownGrader:
+        return cls(reward.extract)
 
     def compare(self, predictions: Sequence[str | None], answers: Sequence[str]) -> list[Grade]:
         if len(predictions) != len(answers):

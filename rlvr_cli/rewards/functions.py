@@ -23,13 +23,15 @@ from __future__ import annotations
 
 import importlib.util
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rlvr_cli.errors import UserError
+from rlvr_cli.rewards import RewardConfig
 from rlvr_cli.rewards.extract import extract_answer, format_modes
+from rlvr_cli.typed import load, setting
 
 BUILTINS = ("accuracy", "format", "overlong")
 
@@ -105,13 +107,29 @@ def _user_term(spec: str) -> Callable[[RewardInputs], list[float]]:
     return call
 
 
-def build_rewards(cfg: dict[str, Any], max_new_tokens: int) -> list[RewardTerm]:
+@dataclass(frozen=True, kw_only=True)
+class RewardTermsConfig(RewardConfig):
+    """``reward.*`` of ``rlvr train``: the grader's settings and the reward terms summed with weights."""
+
+    funcs: list[str] = setting(["accuracy"], why="accuracy | format | overlong | path/to/file.py:function",
+                               help="reward terms: accuracy (the verifier, 1/0) | format (an answer in the "
+                               "expected form) | overlong (DAPO's soft penalty) | path/to/file.py:function")
+    weights: list[float] | None = setting(None, why="one per reward term; null = all 1.0",
+                                          help="one weight per entry of funcs (then fn); null = all 1.0")
+    fn: str | None = setting(None, why="path/to/file.py:function", help="one more user function "
+                             "(path/to/file.py:function, verl's custom_reward_function); null = none")
+    overlong_buffer_len: int = setting(0, ge=0, why="0 = no overlong penalty", help="DAPO overlong shaping: "
+                                       "the last N tokens before rollout.max_new_tokens cost up to the factor")
+    overlong_penalty_factor: float = setting(1.0, ge=0, help="the overlong penalty at rollout.max_new_tokens")
+
+
+def build_rewards(cfg: RewardTermsConfig | Mapping[str, Any], max_new_tokens: int) -> list[RewardTerm]:
     """The reward terms of a ``reward`` config node (see the module docstring)."""
-    specs = list(cfg.get("funcs") or ["accuracy"])
-    if cfg.get("fn"):
-        specs.append(str(cfg["fn"]))
-    weights = cfg.get("weights")
-    weights = [1.0] * len(specs) if weights is None else [float(w) for w in weights]
+    cfg = load(RewardTermsConfig, cfg, "reward.")
+    specs = list(cfg.funcs or ["accuracy"])
+    if cfg.fn:
+        specs.append(cfg.fn)
+    weights = [1.0] * len(specs) if cfg.weights is None else list(cfg.weights)
     if len(weights) != len(specs):
         raise UserError(f"reward.weights has {len(weights)} values for {len(specs)} reward terms ({', '.join(specs)})")
     terms: list[RewardTerm] = []
@@ -119,10 +137,10 @@ def build_rewards(cfg: dict[str, Any], max_new_tokens: int) -> list[RewardTerm]:
         if spec == "accuracy":
             fn = lambda x: [g.score for g in x.grades]  # noqa: E731
         elif spec == "format":
-            fn = lambda x, m=format_modes(cfg.get("extract", "auto")): [  # noqa: E731
+            fn = lambda x, m=format_modes(cfg.extract): [  # noqa: E731
                 0.0 if extract_answer(c, m) is None else 1.0 for c in x.completions]
         elif spec == "overlong":
-            buffer_len, factor = int(cfg.get("overlong_buffer_len") or 0), float(cfg.get("overlong_penalty_factor", 1.0))
+            buffer_len, factor = cfg.overlong_buffer_len, cfg.overlong_penalty_factor
             if not 0 < buffer_len <= max_new_tokens:
                 raise UserError(f"reward.funcs has overlong: reward.overlong_buffer_len={buffer_len} must be in "
                                 f"[1, rollout.max_new_tokens={max_new_tokens}]")

@@ -160,10 +160,9 @@ class MathGrader(ResponseGrader):
         self._finalizer = weakref.finalize(self, _WorkerPool.close, self._pool)
 
     @classmethod
-    def from_config(cls, reward: Mapping[str, Any]) -> MathGrader:
-        """From a resolved ``reward`` config node (``conf/train.yaml``, ``conf/eval.yaml``)."""
-        return cls(reward["extract"], float(reward["timeout_s"]), int(reward["num_workers"]),
-                   rel_tol=float(reward.get("rel_tol", DEFAULT_REL_TOL)))
+    def from_config(cls, reward: Any) -> MathGrader:
+        """From a ``rewards.RewardConfig`` node (``reward.*`` of ``rlvr train`` and ``rlvr eval``)."""
+        return cls(reward.extract, reward.timeout_s, reward.num_workers, rel_tol=reward.rel_tol)
 
     # ------------------------------------------------------------------------------------ grading
     def compare(self, predictions: Sequence[str | None], answers: Sequence[str]) -> list[Grade]:

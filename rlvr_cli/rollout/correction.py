@@ -27,7 +27,7 @@ import math
 
 import torch
 
-MODES = ("off", "token_truncate", "token_mask", "sequence_truncate", "sequence_mask")
+from rlvr_cli.rollout.config import CORRECTION_MODES as MODES
 
 
 @torch.no_grad()

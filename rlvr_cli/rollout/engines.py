@@ -20,28 +20,16 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 
 from rlvr_cli.errors import UserError
+from rlvr_cli.rollout.config import ENGINES, SamplingSpec, VllmConfig
 from rlvr_cli.rollout.generate import generate_rollouts
 from rlvr_cli.rollout.stopping import StopCriteria
 from rlvr_cli.types import Prompt, Rollouts
 
-ENGINES = ("hf", "vllm", "auto")
-
-
-@dataclass(frozen=True)
-class SamplingSpec:
-    """What a response is sampled from, the same for every engine."""
-
-    temperature: float
-    top_p: float
-    max_new_tokens: int
-    stop: StopCriteria
-    max_prompt_len: int | None = None  # cut longer prompts from the left (eval); training drops them at load
 
 
 class RolloutEngine(Protocol):
@@ -96,7 +84,7 @@ def resolve_engine(name: str, device: torch.device) -> str:
 
 
 def build_engine(name: str, *, model, tokenizer, policy, batch_size: int, device: torch.device,
-                 dtype: torch.dtype, max_model_len: int, vllm_cfg: dict[str, Any] | None = None,
+                 dtype: torch.dtype, max_model_len: int, vllm_cfg: VllmConfig | None = None, seed: int = 0,
                  weights_version: Callable[[], int] | None = None, zero3: bool = False,
                  sampler: str = "auto") -> RolloutEngine:
     """The engine ``rollout.engine`` names (after ``resolve_engine``); ``sampler`` is the HF engine's."""
@@ -106,4 +94,4 @@ def build_engine(name: str, *, model, tokenizer, policy, batch_size: int, device
     from rlvr_cli.rollout.vllm_engine import VLLMEngine
 
     return VLLMEngine(model, tokenizer, device=device, dtype=dtype, max_model_len=max_model_len,
-                      cfg=vllm_cfg or {}, weights_version=weights_version, zero3=zero3)
+                      cfg=vllm_cfg or VllmConfig(), seed=seed, weights_version=weights_version, zero3=zero3)

@@ -39,33 +39,13 @@ import torch
 from transformers import DynamicCache
 
 from rlvr_cli.errors import UserError
+from rlvr_cli.rollout.config import ExtrapolateConfig
 from rlvr_cli.rollout.generate import eos_token_ids
 from rlvr_cli.rollout.stopping import StopCriteria, response_mask as stop_response_mask
 from rlvr_cli.rollout.logprobs import position_ids_from_mask
 from rlvr_cli.rollout.sampling import sampling_scores
 from rlvr_cli.types import Prompt, Rollouts
 
-DRIVERS = ("rl", "base")
-RESAMPLE = ("coupled", "independent")
-
-
-@dataclass(frozen=True)
-class ExtrapolateConfig:
-    """Settings of selective extrapolation (``extrapolate:`` in conf/eval.yaml)."""
-
-    gamma: float = 0.1  # extrapolation strength γ: π_ext ∝ π_RL · exp(γ·Δlog p)
-    tau: float = -0.3  # a position is extrapolated when Δlog p of the drawn token ≤ τ
-    driver: str = "rl"  # the model that proposes tokens: rl | base
-    cand_topk: int = 50  # candidate set of π_ext: the driver's top-k tokens (0 = whole vocabulary)
-    resample: str = "coupled"  # coupled | independent noise for the replacement draw
-
-    def __post_init__(self):
-        if self.driver not in DRIVERS:
-            raise UserError(f"unknown extrapolate.driver {self.driver!r}; valid: {', '.join(DRIVERS)}")
-        if self.resample not in RESAMPLE:
-            raise UserError(f"unknown extrapolate.resample {self.resample!r}; valid: {', '.join(RESAMPLE)}")
-        if self.cand_topk < 0:
-            raise UserError(f"extrapolate.cand_topk must be >= 0 (0 = whole vocabulary), got {self.cand_topk}")
 
 
 # ------------------------------------------------------------------------------------ pure helpers

@@ -19,6 +19,7 @@ import torch
 from transformers import DynamicCache, GenerationConfig
 
 from rlvr_cli.errors import UserError
+from rlvr_cli.rollout.config import SAMPLERS
 from rlvr_cli.rollout.logprobs import position_ids_from_mask, shareable_cache, shared_prompts
 from rlvr_cli.rollout.sampling import sampling_scores
 from rlvr_cli.rollout.stopping import StopCriteria, resolve_stop, response_mask
@@ -74,7 +75,6 @@ def plain_generation_config(model):
         model.generation_config = saved
 
 
-SAMPLERS = ("auto", "lean", "hf")
 
 
 def next_tokens(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:

@@ -35,7 +35,7 @@ import random
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -43,8 +43,9 @@ import torch
 from rlvr_cli import dist as ddp
 from rlvr_cli.errors import UserError
 from rlvr_cli.lora import has_lora, merged_module_tensors
-from rlvr_cli.rollout.engines import SamplingSpec
+from rlvr_cli.rollout.config import SamplingSpec, VllmConfig
 from rlvr_cli.rollout.stopping import response_mask
+from rlvr_cli.typed import load
 from rlvr_cli.types import Prompt, Rollouts
 
 DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
@@ -139,18 +140,19 @@ class VLLMEngine:
     name = "vllm"
 
     def __init__(self, model: torch.nn.Module, tokenizer, *, device: torch.device, dtype: torch.dtype,
-                 max_model_len: int, cfg: dict[str, Any], weights_version: Callable[[], int] | None = None,
-                 zero3: bool = False):
-        if int(cfg.get("tensor_parallel_size") or 1) != 1:
+                 max_model_len: int, cfg: VllmConfig | Mapping[str, Any], seed: int = 0,
+                 weights_version: Callable[[], int] | None = None, zero3: bool = False):
+        cfg = load(VllmConfig, cfg, "rollout.vllm.")
+        if cfg.tensor_parallel_size != 1:
             # the ranks of a TP group would have to sample the same prompts; the loop gives each rank its own
             raise UserError("rollout.vllm.tensor_parallel_size > 1 is not supported yet: each rank runs its own "
                             "engine on its own prompts (tensor_parallel_size=1)")
         _prepare_env(device)
         self.model, self.tokenizer, self.device, self.zero3 = model, tokenizer, device, zero3
         self.weights_version = weights_version or (lambda: 0)
-        self.cfg = dict(cfg)
-        self.bucket_bytes = int(float(self.cfg.get("sync_bucket_mb") or 512) * 2**20)
-        self.sleep_enabled = bool(self.cfg.get("sleep", True)) and device.type == "cuda"
+        self.cfg, self.seed = cfg, seed
+        self.bucket_bytes = int(cfg.sync_bucket_mb * 2**20)
+        self.sleep_enabled = cfg.sleep and device.type == "cuda"
         self.sleeping = False
         self.synced_version: int | None = None
         self.sync_s = 0.0  # seconds of the last push
@@ -168,19 +170,18 @@ class VLLMEngine:
         c, cpu = self.cfg, self.device.type == "cpu"
         kw: dict[str, Any] = dict(
             model=self.folder, tokenizer=self.folder, load_format="dummy", dtype=DTYPE_NAMES[dtype],
-            max_model_len=int(max_model_len), seed=int(c.get("seed") or 0), generation_config="vllm",
-            logprobs_mode="processed_logprobs", enable_prefix_caching=bool(c.get("prefix_caching", True)),
-            enforce_eager=cpu if c.get("enforce_eager") is None else bool(c["enforce_eager"]),
-            gpu_memory_utilization=float(c.get("gpu_memory_utilization") or 0.5),
-            tensor_parallel_size=int(c.get("tensor_parallel_size") or 1),
+            max_model_len=int(max_model_len), seed=self.seed, generation_config="vllm",
+            logprobs_mode="processed_logprobs", enable_prefix_caching=c.prefix_caching,
+            enforce_eager=cpu if c.enforce_eager is None else c.enforce_eager,
+            gpu_memory_utilization=c.gpu_memory_utilization, tensor_parallel_size=c.tensor_parallel_size,
         )
         if cpu:
             # a partly prefilled request discards its sampled token and rewinds its seeded generator,
             # which a CPU generator cannot ("CPU Generator does not use offset"): prefill whole prompts
             kw["enable_chunked_prefill"] = False
-        if c.get("max_num_seqs"):
-            kw["max_num_seqs"] = int(c["max_num_seqs"])
-        kv = c.get("kv_cache_memory_bytes") or (256 * 2**20 if cpu else None)
+        if c.max_num_seqs:
+            kw["max_num_seqs"] = c.max_num_seqs
+        kv = c.kv_cache_memory_bytes or (256 * 2**20 if cpu else None)
         if kv:
             kw["kv_cache_memory_bytes"] = int(kv)
         if self.sleep_enabled:
@@ -224,7 +225,7 @@ class VLLMEngine:
 
     def sleep(self) -> None:
         if self.sleep_enabled and not self.sleeping:
-            self.llm.sleep(level=int(self.cfg.get("sleep_level") or 2))
+            self.llm.sleep(level=self.cfg.sleep_level)
             self.sleeping = True
 
     # ----------------------------------------------------------------------------------- sampling

@@ -16,9 +16,34 @@ scheduler does, not the optimizer step: each engine sets it explicitly before a 
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
+
+from rlvr_cli.typed import load, setting
+
+SCHEDULES = ("constant", "cosine")
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimConfig:
+    """``optim.*``: AdamW and its learning-rate schedule, for either engine."""
+
+    lr: float = setting(gt=0, help="the peak learning rate (the embedded default's 3e-4; real models ~1e-6)")
+    weight_decay: float = setting(0.0, ge=0, help="AdamW's decoupled weight decay")
+    betas: list[float] = setting([0.9, 0.999], ge=0, lt=1, length=2, help="AdamW's (beta1, beta2)")
+    eps: float = setting(1e-8, gt=0, help="AdamW's epsilon")
+    warmup_steps: int = setting(0, ge=0, help="linear warmup over this many training steps, then `schedule`")
+    schedule: Literal[SCHEDULES] = setting("constant", help="after warmup: constant | cosine (to min_lr_ratio)")
+    min_lr_ratio: float = setting(0.0, ge=0, le=1, help="the cosine schedule's final lr / lr")
+    grad_clip: float | None = setting(1.0, ge=0, why="max global grad norm; 0 = off", help="max global grad "
+                                      "norm (0 or null = off)")
+
+
+def optim_config(optim: OptimConfig | Mapping[str, Any]) -> OptimConfig:
+    return load(OptimConfig, optim, "optim.")
 
 
 def lr_multiplier(step: int, warmup_steps: int, total_steps: int, schedule: str = "constant", min_ratio: float = 0.0) -> float:
@@ -33,12 +58,13 @@ def lr_multiplier(step: int, warmup_steps: int, total_steps: int, schedule: str 
     return 1.0
 
 
-def make_adamw(model: torch.nn.Module, optim: dict[str, Any], cpu_offload: bool = False) -> torch.optim.Optimizer:
+def make_adamw(model: torch.nn.Module, optim: OptimConfig | Mapping[str, Any],
+               cpu_offload: bool = False) -> torch.optim.Optimizer:
     """AdamW over the trainable parameters. A torch optimizer (not DeepSpeed's FusedAdam), so DeepSpeed
     compiles no op at start-up; under ZeRO-Offload DeepSpeed's CPU Adam with the same hyper-parameters."""
+    optim = optim_config(optim)
     params = [p for p in model.parameters() if p.requires_grad]
-    kwargs = dict(lr=optim["lr"], betas=tuple(optim.get("betas", (0.9, 0.999))),
-                  weight_decay=optim.get("weight_decay", 0.0), eps=optim.get("eps", 1e-8))
+    kwargs = dict(lr=optim.lr, betas=tuple(optim.betas), weight_decay=optim.weight_decay, eps=optim.eps)
     if cpu_offload:
         from deepspeed.ops.adam import DeepSpeedCPUAdam
 
@@ -47,9 +73,9 @@ def make_adamw(model: torch.nn.Module, optim: dict[str, Any], cpu_offload: bool 
 
 
 class _Schedule:
-    def __init__(self, optim: dict[str, Any], total_steps: int):
-        self.base_lr, self.total = optim["lr"], total_steps
-        self.warmup, self.kind, self.min_ratio = optim.get("warmup_steps", 0), optim.get("schedule", "constant"), optim.get("min_lr_ratio", 0.0)
+    def __init__(self, optim: OptimConfig, total_steps: int):
+        self.base_lr, self.total = optim.lr, total_steps
+        self.warmup, self.kind, self.min_ratio = optim.warmup_steps, optim.schedule, optim.min_lr_ratio
 
     def lr_at(self, step: int) -> float:
         return self.base_lr * lr_multiplier(step, self.warmup, self.total, self.kind, self.min_ratio)

@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -12,33 +13,36 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from rlvr_cli import diagnostics
 from rlvr_cli import dist as ddp
 from rlvr_cli.advantages import grpo_advantages, zero_std_groups
 from rlvr_cli.data.datasets import PromptSampler, load_prompts
-from rlvr_cli.config_schema import zero3_diagnose_error
+from rlvr_cli.configs import TrainConfig, load_train_config
 from rlvr_cli.errors import UserError
 from rlvr_cli.eval import sample_and_grade, summarize_samples
 from rlvr_cli.lora import LoraSpec, summary as lora_summary
-from rlvr_cli.losses import ClipSpec, agg_loss, kl_penalty, masked_mean, micro_batch_loss
+from rlvr_cli.losses import agg_loss, kl_penalty, masked_mean, micro_batch_loss
 from rlvr_cli.methods import StepContext, build_method
 from rlvr_cli.stats import entropy_dynamics
-from rlvr_cli.models import has_dropout, load_model, load_tokenizer, pick_device, pick_dtype
+from rlvr_cli.models import ModelConfig, has_dropout, load_model, load_tokenizer, pick_device, pick_dtype
 from rlvr_cli.progress import StepProgress
 from rlvr_cli.rewards import build_grader
 from rlvr_cli.rewards.functions import RewardInputs, build_rewards, score as reward_score
 from rlvr_cli.rollout.correction import importance_weights, mismatch_metrics, weight_metrics
-from rlvr_cli.rollout.engines import SamplingSpec, build_engine
+from rlvr_cli.rollout.config import SamplingSpec
+from rlvr_cli.rollout.engines import build_engine
 from rlvr_cli.rollout.stopping import resolve_stop
 from rlvr_cli.trainer import checkpoint as ckpt
 from rlvr_cli.trainer.actor import Actor, Totals, rows
-from rlvr_cli.trainer.engine import DeepSpeedEngine, TorchEngine, deepspeed_config, zero3_reference
+from rlvr_cli.trainer.config import zero3_diagnose_error
+from rlvr_cli.trainer.engine import DeepSpeedEngine, OptimConfig, TorchEngine, deepspeed_config, zero3_reference
 from rlvr_cli.trainer.precision import resolve_precision
 from rlvr_cli.trainer.signals import GracefulStop, StepAbandoned, exit_code, name as signal_name
 from rlvr_cli.timing import StageTimer
 from rlvr_cli.tracking import build_tracker
+from rlvr_cli.typed import to_dict
 from rlvr_cli.types import MethodOutput, PolicyBatch, Rollouts, TrainBatch
 
 log = logging.getLogger(__name__)
@@ -61,78 +65,72 @@ def _mean(values: list[float]) -> float:
 class GRPOTrainer:
     """One policy, one method, one run folder. ``fit()`` trains to ``trainer.max_steps``."""
 
-    def __init__(self, cfg: DictConfig, out_dir: str | Path):
-        self.cfg = cfg
+    def __init__(self, cfg: TrainConfig | DictConfig, out_dir: str | Path):
+        cfg = self.cfg = load_train_config(cfg)
         self.out_dir = Path(out_dir)
-        c = lambda node: OmegaConf.to_container(node, resolve=True)  # noqa: E731
-        self.algo, self.rollout_cfg, self.trainer_cfg = c(cfg.algo), c(cfg.rollout), c(cfg.trainer)
-        if self.trainer_cfg.get("num_threads"):
-            torch.set_num_threads(int(self.trainer_cfg["num_threads"]))
-        self.device = pick_device(self.trainer_cfg.get("device", "auto"))
-        self.distributed = self.trainer_cfg.get("kind") == "deepspeed"
+        self.algo, self.rollout_cfg, self.trainer_cfg = cfg.algo, cfg.rollout, cfg.trainer
+        if self.trainer_cfg.num_threads:
+            torch.set_num_threads(self.trainer_cfg.num_threads)
+        self.device = pick_device(self.trainer_cfg.device)
+        self.distributed = self.trainer_cfg.kind == "deepspeed"
         if self.distributed:
-            ddp.init_distributed(self.device, self.trainer_cfg.get("dist_backend", "auto"))
+            ddp.init_distributed(self.device, self.trainer_cfg.dist_backend)
             if self.device.type == "cuda":
                 self.device = torch.device("cuda", torch.cuda.current_device())
         self.rank, self.world = ddp.rank(), ddp.world_size()
         torch.manual_seed(cfg.seed + self.rank)  # ranks sample different responses
-        self.tokenizer = load_tokenizer(c(cfg.model))
-        overlong = dict(max_prompt_len=self.rollout_cfg.get("max_prompt_len"),
-                        overlong=self.rollout_cfg.get("overlong_prompts", "drop"))
-        self.train_prompts, self.train_report = load_prompts(c(cfg.data), self.tokenizer, "train", **overlong)
-        self.test_prompts, self.test_report = load_prompts(c(cfg.data), self.tokenizer, "test", **overlong)
+        self.tokenizer = load_tokenizer(cfg.model)
+        overlong = dict(max_prompt_len=self.rollout_cfg.max_prompt_len,
+                        overlong=self.rollout_cfg.overlong_prompts)
+        self.train_prompts, self.train_report = load_prompts(cfg.data, self.tokenizer, "train", **overlong)
+        self.test_prompts, self.test_report = load_prompts(cfg.data, self.tokenizer, "test", **overlong)
         self.test_prompts = self.test_prompts[: cfg.val.size] if cfg.val.size else self.test_prompts
         self.sampler = PromptSampler(self.train_prompts, cfg.seed)
-        self.method = build_method(c(cfg.method))
-        clip = {k: self.algo[k] for k in ("clip_ratio_low", "clip_ratio_high", "clip_ratio_c", "log_ratio_clamp")}
-        bad = sorted(set(self.method.clip_overrides) - set(ClipSpec.__dataclass_fields__))
-        if bad:
-            raise UserError(f"method.loss has unknown key(s) {bad}; valid: {', '.join(ClipSpec.__dataclass_fields__)}")
-        self.algo_clip = ClipSpec(**clip)  # plain GRPO's: the "without the method" loss of the diagnostic
-        self.clip = ClipSpec(**{**clip, **self.method.clip_overrides})
+        self.method = build_method(cfg.method)
+        self.algo_clip = self.algo.clip_spec()  # plain GRPO's: the "without the method" loss of the diagnostic
+        self.clip = dataclasses.replace(self.algo_clip, **self.method.clip_overrides)
         # method/grad_ratio and grad_cos every N steps (rlvr_cli.diagnostics; 0 = off)
-        self.diagnose_every = int(self.trainer_cfg.get("diagnose_every") or 0)
+        self.diagnose_every = self.trainer_cfg.diagnose_every
         self._diagnosis: dict[str, float] = {}  # the current step's, merged into update()'s metrics
         self._diagnose_at: tuple[int, int] | None = None  # (epoch, mini-batch) diagnosed in this step
-        reward = c(cfg.reward)
-        self.grader = build_grader(reward)
-        self.reward_terms = build_rewards(reward, int(self.rollout_cfg["max_new_tokens"]))
+        self.grader = build_grader(cfg.reward)
+        self.reward_terms = build_rewards(cfg.reward, self.rollout_cfg.max_new_tokens)
         self.term_values: list[dict[str, list[float]]] = []  # each reward term's values, per sampling round
         self.step, self.bad_streak, self.prev_entropy = 0, 0, None
         self.gen_s = 0.0  # generation seconds of the current step (all refill rounds)
         self.timer = StageTimer(self.device)  # timing_s/<stage> of the current step
         self.resume_from = self._resolve_resume()
-        self.stopper = GracefulStop(self.trainer_cfg.get("stop_mode", "step"), abandon_allowed=self.world == 1)
+        self.stopper = GracefulStop(self.trainer_cfg.stop_mode, abandon_allowed=self.world == 1)
         self.stopped_by: int | None = None  # the signal that ended the run early (``exit_code`` gives the status)
         self.saved_step: int | None = None  # the step of the newest checkpoint this process wrote
-        model_cfg = c(cfg.model)
+        model_cfg = cfg.model
         compute = pick_dtype(model_cfg.get("dtype", "auto"), self.device)
-        self.precision = resolve_precision(compute, self.device, self.distributed, self.trainer_cfg.get("master_weights", "fp32"))
+        self.precision = resolve_precision(compute, self.device, self.distributed, self.trainer_cfg.master_weights)
         # LoRA: the base from model.path (frozen, in the compute dtype) and the adapter (fresh, model.adapter,
         # or the checkpoint's on resume); else the full policy (the checkpoint's hf/ export on resume)
-        self.lora = LoraSpec.from_model_cfg(model_cfg).enabled or bool(model_cfg.get("adapter"))
+        self.lora = LoraSpec.from_model_cfg(model_cfg).enabled or bool(model_cfg.adapter)
         resume_adapter = self.resume_from / "adapter" if self.resume_from and self.lora else None
         policy_path = str(self.resume_from / "hf") if self.resume_from and not self.lora else None
         model = load_model(model_cfg, self.device, policy_path,
                            dtype=self.precision.compute if self.lora else self.precision.weights,
                            adapter=resume_adapter, merge_adapter=False,
                            adapter_dtype=self.precision.weights)  # fp32 adapters over a bf16 base on one GPU
-        self.engine = self._build_engine(model, c(cfg.optim))
+        self.engine = self._build_engine(model, cfg.optim)
         if self.diagnose_every and isinstance(self.engine, DeepSpeedEngine) and self.engine.zero_stage == 3:
             raise UserError(zero3_diagnose_error(self.diagnose_every))  # e.g. a stage set in trainer.deepspeed
-        kl = self.algo["kl"]["enabled"]
+        kl = self.algo.kl.enabled
         ref_model = self._load_reference(model_cfg, compute) if kl and not self.lora else None
         self.actor = Actor(
-            self.engine, self.precision, self.device, self.algo["micro_batch_size"], self.rollout_cfg["temperature"],
-            self.trainer_cfg.get("logprob_chunk_size", 1024), self.trainer_cfg.get("checkpoint_logits", "auto"),
+            self.engine, self.precision, self.device, self.algo.micro_batch_size, self.rollout_cfg.temperature,
+            self.trainer_cfg.logprob_chunk_size, self.trainer_cfg.checkpoint_logits,
             ref_model, ref_adapters_off=kl and self.lora, zero3=isinstance(self.engine, DeepSpeedEngine) and self.engine.zero_stage == 3,
-            max_tokens_per_micro_batch=self.algo.get("max_tokens_per_micro_batch"),
-            remove_padding=self.algo.get("use_remove_padding", True),
+            max_tokens_per_micro_batch=self.algo.max_tokens_per_micro_batch,
+            remove_padding=self.algo.use_remove_padding,
         )
-        self.stop = resolve_stop(self.model, self.tokenizer, [*(model_cfg.get("stop_tokens") or []),
-                                 *(self.rollout_cfg.get("stop_token_ids") or [])], self.rollout_cfg.get("stop") or [])
+        self.stop = resolve_stop(self.model, self.tokenizer, [*(model_cfg.stop_tokens or []),
+                                 *(self.rollout_cfg.stop_token_ids or [])], self.rollout_cfg.stop or [])
         ddp.print0(f"policy: {self.precision.describe()} on {self.device}"
-                   + (", gradient checkpointing" if model_cfg.get("gradient_checkpointing") else "")
+                   + (", gradient checkpointing" if model_cfg.gradient_checkpointing else "")
                    + (f", LoRA ({lora_summary(self.model)})" if self.lora else "")
                    + f"; optimizer: {self.engine.optimizer_name}")
         resumed_metrics = None
@@ -141,16 +139,16 @@ class GRPOTrainer:
             self._restore(state)
             self.saved_step, resumed_metrics = self.step, state.get("metrics")
         r, v = self.rollout_cfg, cfg.val
-        self.spec = SamplingSpec(r["temperature"], r["top_p"], r["max_new_tokens"], self.stop)
+        self.spec = SamplingSpec(r.temperature, r.top_p, r.max_new_tokens, self.stop)
         self.val_spec = SamplingSpec(v.temperature, v.top_p, v.max_new_tokens, self.stop)
         self.rollout = build_engine(
-            r.get("engine", "hf"), model=self.model, tokenizer=self.tokenizer, policy=self.actor.sampling,
-            batch_size=r["batch_size"], device=self.device, dtype=self.precision.compute,
-            max_model_len=self._max_model_len(), vllm_cfg={"seed": cfg.seed, **(r.get("vllm") or {})},
-            weights_version=lambda: self.actor.updates, zero3=self.actor.zero3, sampler=r.get("sampler", "auto"),
+            r.engine, model=self.model, tokenizer=self.tokenizer, policy=self.actor.sampling,
+            batch_size=r.batch_size, device=self.device, dtype=self.precision.compute,
+            max_model_len=self._max_model_len(), vllm_cfg=r.vllm, seed=cfg.seed,
+            weights_version=lambda: self.actor.updates, zero3=self.actor.zero3, sampler=r.sampler,
         )
         ddp.print0(f"rollout: {self.rollout.name}")
-        self.tracker = build_tracker(c(cfg.logger), c(cfg), self.out_dir, self.step if self.resume_from else None, self.rank)
+        self.tracker = build_tracker(cfg.logger, to_dict(cfg), self.out_dir, self.step if self.resume_from else None, self.rank)
         if resumed_metrics:  # killed after the checkpoint, before its step's line was logged
             self.tracker.ensure(resumed_metrics, self.step)
 
@@ -166,24 +164,24 @@ class GRPOTrainer:
     def _resolve_resume(self) -> Path | None:
         """The checkpoint to resume from. Rank 0 verifies (hashes) and chooses; the other ranks take
         the same step, so the files are read once, not once per rank."""
-        chosen = ckpt.resolve_resume(self.trainer_cfg.get("resume"), self.out_dir, hashes=self.rank == 0)
+        chosen = ckpt.resolve_resume(self.trainer_cfg.resume, self.out_dir, hashes=self.rank == 0)
         if self.world == 1:
             return chosen
         step = ddp.all_max(ckpt.step_of(chosen) if chosen is not None and self.rank == 0 else -1)
         root = chosen.parent if chosen is not None else self.out_dir / "checkpoints"
         return None if step < 0 else root / f"step_{step:06d}"
 
-    def _build_engine(self, model, optim: dict[str, Any]):
-        total = self.trainer_cfg["max_steps"]
+    def _build_engine(self, model, optim: OptimConfig):
+        total = self.trainer_cfg.max_steps
         if not self.distributed:
             return TorchEngine(model, optim, total)
         ds = deepspeed_config(self.trainer_cfg, self.algo, optim, self.world, self.precision.weights)
         return DeepSpeedEngine(model, optim, total, ds)
 
-    def _load_reference(self, model_cfg: dict[str, Any], dtype: torch.dtype):
+    def _load_reference(self, model_cfg: ModelConfig, dtype: torch.dtype):
         """The frozen initial policy for the KL term (always the config's model, also after resume), in
         the compute dtype; partitioned over the ranks under ZeRO-3, a full copy per rank otherwise."""
-        ref = load_model({**model_cfg, "gradient_checkpointing": False}, self.device, dtype=dtype)
+        ref = load_model(dataclasses.replace(model_cfg, gradient_checkpointing=False), self.device, dtype=dtype)
         ref.eval().requires_grad_(False)
         if isinstance(self.engine, DeepSpeedEngine) and self.engine.zero_stage == 3:
             ref = zero3_reference(ref, self.engine.config)
@@ -193,15 +191,15 @@ class GRPOTrainer:
     def _max_model_len(self) -> int:
         """Prompt + response budget for the vLLM engine, within the model's positions."""
         limit = int(getattr(self.model.config, "max_position_embeddings", None) or 1 << 20)
-        new = max(int(self.rollout_cfg["max_new_tokens"]), int(self.cfg.val.max_new_tokens))
-        return min(limit, int(self.rollout_cfg.get("max_prompt_len") or limit) + new)
+        new = max(self.rollout_cfg.max_new_tokens, self.cfg.val.max_new_tokens)
+        return min(limit, (self.rollout_cfg.max_prompt_len or limit) + new)
 
     def _state(self) -> dict[str, Any]:
         return {
             "step": self.step, "engine": self.engine.state_dict(),
             "sampler": self.sampler.state_dict(), "method": self.method.state_dict(),
             "bad_streak": self.bad_streak, "prev_entropy": self.prev_entropy,
-            "config": OmegaConf.to_container(self.cfg, resolve=True),
+            "config": to_dict(self.cfg),
         }
 
     def _restore(self, state: dict[str, Any]) -> None:
@@ -228,7 +226,7 @@ class GRPOTrainer:
                             f"{' …' if len(bad) > 3 else ''}); the last checkpoint is step {self.saved_step}")
         state = {**self._state(), **({"metrics": metrics} if metrics else {})}
         path = ckpt.save_checkpoint(self.out_dir, self.step, self.engine, self.tokenizer, state,
-                                    keep_last=self.trainer_cfg.get("keep_last"), rank=self.rank, world_size=self.world)
+                                    keep_last=self.trainer_cfg.keep_last, rank=self.rank, world_size=self.world)
         self.saved_step = self.step
         return path
 
@@ -247,7 +245,7 @@ class GRPOTrainer:
             self.rollout.sleep()  # the engine's KV cache (and weights) leave the GPU during the update
         t_gen = self.gen_s
         # 4. advantage: group-normalised, broadcast to tokens; `keep` says which responses train (algo filters)
-        adv = grpo_advantages(scores, rollouts.group_ids, self.algo["norm_adv_by_std"], self.algo["adv_eps"])
+        adv = grpo_advantages(scores, rollouts.group_ids, self.algo.norm_adv_by_std, self.algo.adv_eps)
         metrics = self._rollout_metrics(rollouts, grades, scores, keep, t_gen)
         metrics["rollout/gen_rounds"] = float(rounds)
         metrics["adv/kept_groups"] = ddp.all_sum(torch.unique(rollouts.group_ids[keep]).numel())
@@ -291,8 +289,8 @@ class GRPOTrainer:
         a method that needs no rollout statistic before the update, and no dropout in train mode
         (train and eval forwards then agree)."""
         needs = self.method.needs
-        n_mini = Actor.n_minibatches(batch, self.algo["mini_batch_size"])
-        return (self.algo.get("old_logprob_pass", "auto") == "auto" and self.algo["ppo_epochs"] == 1 and n_mini == 1
+        n_mini = Actor.n_minibatches(batch, self.algo.mini_batch_size)
+        return (self.algo.old_logprob_pass == "auto" and self.algo.ppo_epochs == 1 and n_mini == 1
                 and not self.actor.has_reference and "rollout_logprobs" not in batch.token and not self.bypass
                 and not needs.rollout and not needs.minibatch and not self.method.reads_rollout_stats
                 and not has_dropout(self.model))
@@ -300,11 +298,11 @@ class GRPOTrainer:
     def _sample_round(self) -> tuple[Rollouts, list, torch.Tensor]:
         """One round: the same global batch of prompts on every rank, each rank takes its own (whole
         groups); G samples per prompt; each response graded by the verifier."""
-        prompts = self.sampler.next_batch(self.rollout_cfg["prompts_per_step"])[self.rank :: self.world]
+        prompts = self.sampler.next_batch(self.rollout_cfg.prompts_per_step)[self.rank :: self.world]
         t0, synced = time.perf_counter(), getattr(self.rollout, "sync_s_total", 0.0)
         with self.timer.stage("gen"), self.stopper.generating():
             _inject_signal(self.step + 1, self.rank)
-            rollouts = self.rollout.generate(prompts, self.algo["group_size"], self.spec)
+            rollouts = self.rollout.generate(prompts, self.algo.group_size, self.spec)
         self.timer.add("gen", 0.0, tokens=float(rollouts.response_mask.sum()))
         self.gen_s += time.perf_counter() - t0
         # a rollout engine with weights of its own pushes them inside its first generate after an update
@@ -329,13 +327,13 @@ class GRPOTrainer:
         ``max_num_gen_batches`` rounds; 0 = no limit), the surplus beyond that share left out. A batch
         still short after the last round trains on what it has (``adv/kept_groups`` says how many).
         ``perf/gen_s`` counts the generation time of every round (``self.gen_s``)."""
-        fg = self.algo.get("filter_groups") or {}
+        fg = self.algo.filter_groups
         parts = [self._sample_round()]
-        if not fg.get("enabled"):
+        if not fg.enabled:
             ro, grades, scores = parts[0]
-            keep = ~zero_std_groups(scores, ro.group_ids) if self.algo["filter_zero_std_groups"] else torch.ones_like(scores, dtype=torch.bool)
+            keep = ~zero_std_groups(scores, ro.group_ids) if self.algo.filter_zero_std_groups else torch.ones_like(scores, dtype=torch.bool)
             return ro, grades, scores, keep, 1
-        target, max_rounds = len(parts[0][0].prompts), int(fg.get("max_num_gen_batches") or 0)
+        target, max_rounds = len(parts[0][0].prompts), fg.max_num_gen_batches
 
         def with_signal(ro, scores) -> int:
             return int(torch.unique(ro.group_ids[~zero_std_groups(scores, ro.group_ids)]).numel())
@@ -364,8 +362,7 @@ class GRPOTrainer:
         ``algo.rollout_correction`` asks for (``batch.token["rollout_is_weight"]``, used in the loss)."""
         if "rollout_logprobs" not in batch.token:
             return {}
-        rc = self.algo.get("rollout_correction") or {}
-        mode, cap = rc.get("mode", "off"), float(rc.get("cap", 2.0))
+        mode, cap = self.algo.rollout_correction.mode, self.algo.rollout_correction.cap
         roll_lp, mask = batch.token["rollout_logprobs"], batch.response_mask
         # the trainer's log-probs: π_old, or in bypass mode those of a scoring pass that ran anyway
         train_lp = batch.token.get("trainer_logprobs", None if self.bypass else batch.old_logprobs)
@@ -380,7 +377,7 @@ class GRPOTrainer:
     @property
     def bypass(self) -> bool:
         """``algo.rollout_correction.bypass``: the engine's log-probs are π_old (verl's bypass mode)."""
-        return bool((self.algo.get("rollout_correction") or {}).get("bypass")) and self.rollout.name != "hf"
+        return self.algo.rollout_correction.bypass and self.rollout.name != "hf"
 
     def score(self, batch: TrainBatch) -> dict[str, torch.Tensor]:
         """Old log-probs + entropy (+ reference log-probs + the method's rollout statistics), no grad.
@@ -409,20 +406,20 @@ class GRPOTrainer:
             return self.actor.score(batch, names, self.method.needs.fns)
 
     def _ctx(self, step: int) -> StepContext:
-        return StepContext(step=step, total_steps=self.trainer_cfg["max_steps"], seed=self.cfg.seed,
+        return StepContext(step=step, total_steps=self.trainer_cfg.max_steps, seed=self.cfg.seed,
                            gather=ddp.gather_1d, world_size=self.world, rank=self.rank, clip=self.clip)
 
     def update(self, batch: TrainBatch, step: int, record: tuple[str, ...] = ()) -> dict[str, float]:
         """PPO epochs x mini-batches x micro-batches of ``_micro_loss`` (the actor runs them); ``record``:
         statistics of the first mini-batch's forwards kept in ``batch.token`` (``Actor.update``)."""
-        tokens = float(batch.rollouts.attention_mask.sum()) * self.algo["ppo_epochs"]
+        tokens = float(batch.rollouts.attention_mask.sum()) * self.algo.ppo_epochs
         # the gradient diagnostic's optimizer step: the step's last (epoch, mini-batch), the most off-policy,
         # where a term that needs lp ≠ old binds if it ever does (KL-Cov); the only one with one of each
         self._diagnose_at = None
         if self.diagnose_every and step % self.diagnose_every == 0:
-            self._diagnose_at = (self.algo["ppo_epochs"] - 1, Actor.n_minibatches(batch, self.algo["mini_batch_size"]) - 1)
+            self._diagnose_at = (self.algo.ppo_epochs - 1, Actor.n_minibatches(batch, self.algo.mini_batch_size) - 1)
         with self.timer.stage("update_actor", tokens=tokens):
-            metrics, skipped = self.actor.update(batch, self.algo["mini_batch_size"], self.algo["ppo_epochs"],
+            metrics, skipped = self.actor.update(batch, self.algo.mini_batch_size, self.algo.ppo_epochs,
                                                  lambda mb, where, totals: self._micro_loss(mb, step, where, totals, record),
                                                  lambda mini, where: self._prepare_minibatch(mini, step, where), record)
         self.bad_streak = self.bad_streak + 1 if skipped else 0
@@ -506,13 +503,13 @@ class GRPOTrainer:
             step=step, minibatch_tokens=all_tokens, minibatch_seqs=all_seqs, microbatch_index=where, clip=self.clip,
         )
         out = self.method.loss(pb)
-        mode, scale = self.algo["loss_agg_mode"], self.algo.get("loss_scale_factor") or self.rollout_cfg["max_new_tokens"]
+        mode, scale = self.algo.loss_agg_mode, self.algo.loss_scale_factor or self.rollout_cfg.max_new_tokens
         m: dict[str, float] = {}
         reference = None  # the KL-reference term, the same with and without the method
         if self.actor.has_reference:
-            kl = kl_penalty(lp, pb.old_token["ref_logprobs"], self.algo["kl"]["type"])
+            kl = kl_penalty(lp, pb.old_token["ref_logprobs"], self.algo.kl.type)
             kl_loss = agg_loss(kl, mask, mode, num_tokens=all_tokens, num_seqs=all_seqs, scale_factor=scale)
-            reference = self.algo["kl"]["coef"] * kl_loss
+            reference = self.algo.kl.coef * kl_loss
             m["loss/kl"] = float(kl_loss.detach())
         # the loss of this micro-batch for a MethodOutput and a ClipSpec: with the method (the real one),
         # and on a diagnosed micro-batch without it (MethodOutput(), the algo's clip, no loss mask)
@@ -552,7 +549,7 @@ class GRPOTrainer:
         problems and average."""
         v, t0 = self.cfg.val, time.perf_counter()
         samples = sample_and_grade(None, self.tokenizer, self.test_prompts[self.rank :: self.world], self.grader,
-                                   v.n, v.temperature, v.top_p, v.max_new_tokens, self.rollout_cfg["batch_size"],
+                                   v.n, v.temperature, v.top_p, v.max_new_tokens, self.rollout_cfg.batch_size,
                                    generate=lambda part: (self.rollout.generate(part, v.n, self.val_spec), {}))
         self.rollout.sleep()
         name = self.cfg.data.name
@@ -563,7 +560,7 @@ class GRPOTrainer:
         """Train to ``trainer.max_steps``; a stop signal ends the run after the step in progress (or,
         with ``trainer.stop_mode=now``, abandons its generation) with a checkpoint of the last
         completed step; ``self.stopped_by`` then holds the signal."""
-        total, last = self.trainer_cfg["max_steps"], {}
+        total, last = self.trainer_cfg.max_steps, {}
         if self.step >= total:
             ddp.print0(f"[green]already at step {self.step}/{total}: nothing to do (trainer.max_steps to go further)")
             return {}
@@ -581,8 +578,8 @@ class GRPOTrainer:
             last = self.validate()
             self.tracker.log(last, 0)
             ddp.print0(" | ".join(f"{k} {v:.3f}" for k, v in last.items() if "avg@" in k or "pass@" in k) + "  (before training)")
-        limit = self.trainer_cfg.get("max_nonfinite_steps", 3)
-        with StepProgress(total, self.step, enabled=self.rank == 0, live=self.trainer_cfg.get("progress", True)) as bar:
+        limit = self.trainer_cfg.max_nonfinite_steps
+        with StepProgress(total, self.step, enabled=self.rank == 0, live=self.trainer_cfg.progress) as bar:
             while self.step < total:
                 start = (ckpt.rng_state(), self.sampler.state_dict()) if self.stopper.abandon_allowed else None
                 try:
@@ -598,7 +595,7 @@ class GRPOTrainer:
                     with self.timer.stage("val"):
                         metrics.update(self.validate())
                 nonfinite_stop = self.bad_streak >= limit
-                if nonfinite_stop or self.step == total or (self.trainer_cfg["save_every"] and self.step % self.trainer_cfg["save_every"] == 0):
+                if nonfinite_stop or self.step == total or (self.trainer_cfg.save_every and self.step % self.trainer_cfg.save_every == 0):
                     so_far = ddp.mean_metrics(self.timer.metrics(time.perf_counter() - self._step_t0))
                     with self.timer.stage("checkpoint"):
                         self.save({**metrics, **so_far})

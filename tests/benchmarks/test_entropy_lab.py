@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from rlvr_cli.cli import REPO_ROOT
+from rlvr_cli.paths import REPO_ROOT
 
 SPEC = importlib.util.spec_from_file_location("entropy_lab", REPO_ROOT / "benchmarks" / "entropy_lab.py")
 lab = importlib.util.module_from_spec(SPEC)

@@ -105,7 +105,7 @@ def test_lab_model_matches_the_lab_configs_and_tokenizes_the_task():
     from omegaconf import OmegaConf
     from transformers import AutoTokenizer
 
-    from rlvr_cli.cli import CONF_DIR
+    from rlvr_cli.paths import CONF_DIR
     from rlvr_cli.models import ASSETS
 
     asset = ASSETS / "tiny_countdown"
@@ -166,7 +166,7 @@ def test_data_config_countdown_loads_both_splits_with_the_countdown_verifier():
     from omegaconf import OmegaConf
     from transformers import AutoTokenizer
 
-    from rlvr_cli.cli import CONF_DIR
+    from rlvr_cli.paths import CONF_DIR
     from rlvr_cli.data.datasets import load_prompts
     from rlvr_cli.models import ASSETS
 

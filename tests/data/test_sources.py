@@ -13,7 +13,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from rlvr_cli.cli import CONF_DIR, group_options
+from rlvr_cli.paths import CONF_DIR, group_options
 from rlvr_cli.data.datasets import load_prompts
 from rlvr_cli.errors import UserError
 from rlvr_cli.eval.run import load_benchmark, resolve_benchmarks

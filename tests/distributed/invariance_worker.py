@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 
 from rlvr_cli import dist as ddp
 from rlvr_cli.advantages import grpo_advantages
-from rlvr_cli.cli import CONF_DIR
+from rlvr_cli.paths import CONF_DIR
 from rlvr_cli.rollout import generate_rollouts
 from rlvr_cli.trainer.loop import GRPOTrainer
 

@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from rlvr_cli.cli import CONF_DIR, REPO_ROOT
-from rlvr_cli.data.datasets import ANSWER_FORMATS
+from rlvr_cli.paths import CONF_DIR, REPO_ROOT
+from rlvr_cli.data.config import ANSWER_FORMATS
 from rlvr_cli.data.prompts import TEMPLATES
 from rlvr_cli.errors import UserError
 from rlvr_cli.data.datasets import canonical_rows as _canonical_rows
+from rlvr_cli.data.benchmarks import benchmark_file
 from rlvr_cli.eval.run import benchmark_names, eval_main, load_benchmark, resolve_benchmarks
 from rlvr_cli.models import ASSETS
 
@@ -107,13 +108,13 @@ def test_default_config_evaluates_the_shipped_model_on_arith():
 @pytest.mark.parametrize("name", benchmark_names())
 def test_every_benchmark_config_is_complete(name):
     (bench,) = resolve_benchmarks([name], {})
-    assert bench["template"] in TEMPLATES and bench["max_new_tokens"] > 0
-    if bench["source"] == "synthetic":
-        assert bench["size"] > 0
+    assert bench.template in TEMPLATES and bench.max_new_tokens > 0
+    if bench.source == "synthetic":
+        assert bench.size > 0
         return
-    assert bench["source"] == "file" and bench["hub_id"] and bench["split"] and bench["path"] is None
-    assert bench["answer_format"] in ANSWER_FORMATS
-    assert {"problem_key", "answer_key", "id_key", "revision", "subset", "limit"} <= set(bench)
+    assert bench.source == "file" and bench.hub_id and bench.split and bench.path is None
+    assert bench.answer_format in ANSWER_FORMATS
+    assert {"problem_key", "answer_key", "id_key", "revision", "subset", "limit"} <= set(benchmark_file(name))  # the file states them
 
 
 def test_benchmark_names():
@@ -134,12 +135,12 @@ def test_hub_benchmark_offline_points_to_a_local_copy():
 
 
 def test_overrides_are_checked():
-    with pytest.raises(UserError, match="unknown key.*pth in benchmark_overrides.aime24; valid: .*path"):
+    with pytest.raises(UserError, match="benchmark_overrides.aime24.pth: unknown key; valid: .*path"):
         resolve_benchmarks(["aime24"], {"aime24": {"pth": "x.jsonl"}})
     with pytest.raises(UserError, match="benchmark_overrides for amc23, which is not in benchmarks"):
         resolve_benchmarks(["aime24"], {"amc23": {"limit": 2}})
     (bench,) = resolve_benchmarks("aime24", {"aime24": {"path": "x.jsonl", "limit": 2}})
-    assert bench["path"] == "x.jsonl" and bench["limit"] == 2 and bench["hub_id"]
+    assert bench.path == "x.jsonl" and bench.limit == 2 and bench.hub_id
 
 
 def test_field_name_and_answer_traps():

@@ -136,5 +136,5 @@ def test_build_grader_picks_the_verifier():
     assert isinstance(build_grader(reward), CountdownGrader)
     from rlvr_cli.errors import UserError
 
-    with pytest.raises(UserError, match="unknown verifier 'nope'; valid: math, countdown"):
+    with pytest.raises(UserError, match="reward.verifier='nope': expected one of math | countdown"):
         build_grader({**reward, "verifier": "nope"})

@@ -32,7 +32,7 @@ def env():
     version = Version()
     threads = torch.get_num_threads()
     rng = torch.get_rng_state()
-    engine = VLLMEngine(model, tok, device=CPU, dtype=torch.float32, max_model_len=256, cfg={"seed": 0},
+    engine = VLLMEngine(model, tok, device=CPU, dtype=torch.float32, max_model_len=256, cfg={}, seed=0,
                         weights_version=version)
     assert torch.equal(torch.get_rng_state(), rng)  # LLM(seed=) reseeds the global generator: undone
     prompts = [Prompt(str(i), "", "", tok.apply_chat_template(

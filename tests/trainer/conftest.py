@@ -6,7 +6,7 @@ import os
 import pytest
 from hydra import compose, initialize_config_dir
 
-from rlvr_cli.cli import CONF_DIR
+from rlvr_cli.paths import CONF_DIR
 
 MODEL = os.environ.get("RLVR_TEST_MODEL", "builtin:tiny_arith")
 TINY = [

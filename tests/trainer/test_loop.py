@@ -173,7 +173,7 @@ def test_zero_variance_groups_follow_verl_per_algo(algo, drops, refills):
     DAPO filters them and refills the batch."""
     from hydra import compose, initialize_config_dir
 
-    from rlvr_cli.cli import CONF_DIR
+    from rlvr_cli.paths import CONF_DIR
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="train", overrides=[f"algo={algo}"])
