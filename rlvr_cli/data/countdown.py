@@ -24,7 +24,7 @@ import json
 import random
 from functools import lru_cache
 
-from rlvr_cli.data.synthetic import SPLITS, split_of
+from rlvr_cli.data.splits import SPLITS, split_of
 
 OPS = ("+", "-", "*", "/")
 

@@ -23,16 +23,14 @@ from __future__ import annotations
 import hashlib
 import random
 
+from rlvr_cli.data.splits import SPLITS, split_of
+
 MAX_VALUE = 999
 """Upper bound of every intermediate value and answer (inclusive); all values are >= 0."""
 
 MAX_MULTIPLIER = 9
 """Multiplications are by a single digit (2..9) so that they stay learnable for a tiny model."""
 
-TEST_FRACTION_BUCKETS = 10
-"""One problem in ``TEST_FRACTION_BUCKETS`` (by text hash) belongs to the test split."""
-
-SPLITS = ("train", "test")
 
 _VERB = {"+": "add {}", "-": "subtract {}", "*": "multiply by {}"}
 
@@ -93,13 +91,6 @@ def make_arith_problem(
     answer = str(value)
     solution = " ".join(steps) + f" \\boxed{{{answer}}}"
     return problem, answer, solution
-
-
-def split_of(problem_text: str) -> str:
-    """The split a problem text belongs to: a stable SHA-256 bucket of the text (not ``hash()``)."""
-    digest = hashlib.sha256(problem_text.encode("utf-8")).digest()
-    bucket = int.from_bytes(digest[:8], "big") % TEST_FRACTION_BUCKETS
-    return "test" if bucket == 0 else "train"
 
 
 def _stream_seed(seed: int, min_ops: int, max_ops: int, max_operand: int) -> int:

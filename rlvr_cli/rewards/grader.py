@@ -23,7 +23,7 @@ import collections
 import concurrent.futures
 import threading
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 

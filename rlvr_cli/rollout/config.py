@@ -5,7 +5,7 @@ the CLI validates and prints help from here before anything heavy loads."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from rlvr_cli.errors import UserError
 from rlvr_cli.typed import setting

@@ -27,7 +27,6 @@ import torch
 from rlvr_cli.errors import UserError
 from rlvr_cli.rollout.config import ENGINES, SamplingSpec, VllmConfig
 from rlvr_cli.rollout.generate import generate_rollouts
-from rlvr_cli.rollout.stopping import StopCriteria
 from rlvr_cli.types import Prompt, Rollouts
 
 

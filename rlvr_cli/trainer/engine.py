@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import torch
 
+from rlvr_cli.trainer.config import AlgoConfig, TrainerConfig
 from rlvr_cli.typed import load, setting
 
 SCHEDULES = ("constant", "cosine")
@@ -84,12 +85,13 @@ class _Schedule:
 class TorchEngine:
     """Plain PyTorch on one process."""
 
-    def __init__(self, model: torch.nn.Module, optim: dict[str, Any], total_steps: int):
+    def __init__(self, model: torch.nn.Module, optim: OptimConfig | Mapping[str, Any], total_steps: int):
+        optim = optim_config(optim)
         self.model = model
         self.optimizer = make_adamw(model, optim)
         self.optimizer_name = type(self.optimizer).__name__
         self.schedule = _Schedule(optim, total_steps)
-        self.grad_clip = optim.get("grad_clip", 1.0)
+        self.grad_clip = optim.grad_clip
 
     @property
     def module(self) -> torch.nn.Module:
@@ -141,19 +143,19 @@ class TorchEngine:
         pass
 
 
-def deepspeed_config(trainer: dict[str, Any], algo: dict[str, Any], optim: dict[str, Any], world: int,
+def deepspeed_config(trainer: TrainerConfig, algo: AlgoConfig, optim: OptimConfig | Mapping[str, Any], world: int,
                      dtype: torch.dtype = torch.float32) -> dict[str, Any]:
     """The DeepSpeed JSON, derived from the GRPO settings (batch sizes are never set twice) and merged
     with ``trainer.deepspeed`` (a passthrough for any other DeepSpeed key). ``dtype`` is the weights'
     dtype: bf16 / fp16 switch on DeepSpeed's mixed-precision mode (fp32 master weights in the
     optimizer; fp16 with dynamic loss scaling)."""
-    micro = algo["micro_batch_size"]
-    per_rank_mini = max(1, algo["mini_batch_size"] // world)
+    micro = algo.micro_batch_size
+    per_rank_mini = max(1, algo.mini_batch_size // world)
     gas = max(1, math.ceil(per_rank_mini / micro))
-    zero: dict[str, Any] = {"stage": int(trainer["zero_stage"]), "overlap_comm": False, "contiguous_gradients": True}
-    if trainer.get("offload_optimizer"):
+    zero: dict[str, Any] = {"stage": trainer.zero_stage, "overlap_comm": False, "contiguous_gradients": True}
+    if trainer.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
-    if trainer.get("offload_param"):
+    if trainer.offload_param:
         zero["offload_param"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
     if zero["stage"] == 3:
         zero["stage3_gather_16bit_weights_on_model_save"] = True
@@ -161,7 +163,7 @@ def deepspeed_config(trainer: dict[str, Any], algo: dict[str, Any], optim: dict[
         "train_micro_batch_size_per_gpu": micro,
         "gradient_accumulation_steps": gas,
         "train_batch_size": micro * gas * world,
-        "gradient_clipping": optim.get("grad_clip", 1.0) or 0.0,
+        "gradient_clipping": optim_config(optim).grad_clip or 0.0,
         "zero_optimization": zero,
         "bf16": {"enabled": dtype == torch.bfloat16},
         "fp16": {"enabled": dtype == torch.float16, "initial_scale_power": 16},
@@ -169,7 +171,7 @@ def deepspeed_config(trainer: dict[str, Any], algo: dict[str, Any], optim: dict[
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
-    return _deep_merge(cfg, dict(trainer.get("deepspeed") or {}))
+    return _deep_merge(cfg, dict(trainer.deepspeed or {}))
 
 
 def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -203,7 +205,9 @@ class DeepSpeedEngine:
     (mini-batches may hold a varying number of micro-batches after group filtering), and losses arrive
     already normalised by the global mini-batch totals, so DeepSpeed must not rescale them."""
 
-    def __init__(self, model: torch.nn.Module, optim: dict[str, Any], total_steps: int, ds_config: dict[str, Any]):
+    def __init__(self, model: torch.nn.Module, optim: OptimConfig | Mapping[str, Any], total_steps: int,
+                 ds_config: dict[str, Any]):
+        optim = optim_config(optim)
         import deepspeed
 
         # Skip the ~60 s shared-memory comm op build on CPU; gloo does the collectives.

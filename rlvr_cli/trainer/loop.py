@@ -104,7 +104,7 @@ class GRPOTrainer:
         self.stopped_by: int | None = None  # the signal that ended the run early (``exit_code`` gives the status)
         self.saved_step: int | None = None  # the step of the newest checkpoint this process wrote
         model_cfg = cfg.model
-        compute = pick_dtype(model_cfg.get("dtype", "auto"), self.device)
+        compute = pick_dtype(model_cfg.dtype, self.device)
         self.precision = resolve_precision(compute, self.device, self.distributed, self.trainer_cfg.master_weights)
         # LoRA: the base from model.path (frozen, in the compute dtype) and the adapter (fresh, model.adapter,
         # or the checkpoint's on resume); else the full policy (the checkpoint's hf/ export on resume)

@@ -6,7 +6,8 @@ import re
 import pytest
 
 from rlvr_cli.data.countdown import countdown_split, solution_forms, solutions
-from rlvr_cli.data.synthetic import split_of, synthetic_split
+from rlvr_cli.data.splits import split_of
+from rlvr_cli.data.synthetic import synthetic_split
 from rlvr_cli.rewards.countdown import check, parse_gold
 
 _STEP = re.compile(r"^(\d+)([+\-*/])(\d+)=(\d+)\.$")

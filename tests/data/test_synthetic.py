@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from rlvr_cli.data.synthetic import MAX_VALUE, arith_split, make_arith_problem, split_of
+from rlvr_cli.data.splits import split_of
+from rlvr_cli.data.synthetic import MAX_VALUE, arith_split, make_arith_problem
 
 ASSET = Path(__file__).resolve().parents[2] / "rlvr_cli" / "assets" / "tiny_arith"
 _STEP = re.compile(r"^(\d+) ([+\-*]) (\d+) = (\d+)\.$")

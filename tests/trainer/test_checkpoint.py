@@ -2,6 +2,8 @@
 verify, safe loading, a full disk, ``rlvr checkpoints``."""
 from __future__ import annotations
 
+import dataclasses
+
 import errno
 import json
 import logging
@@ -64,7 +66,7 @@ def trainer(tmp_path_factory):
 
 def _save(trainer, out, step, keep_last=None):
     trainer.out_dir, trainer.step = out, step
-    trainer.trainer_cfg["keep_last"] = keep_last
+    trainer.trainer_cfg = dataclasses.replace(trainer.trainer_cfg, keep_last=keep_last)
     return trainer.save({"reward/mean": 0.25 * step})
 
 

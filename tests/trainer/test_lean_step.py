@@ -1,13 +1,13 @@
 """The lean step: no redundant scoring pass, padding-free forwards, per-stage timings (issue 22)."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 
-from rlvr_cli.losses import ClipSpec
 from rlvr_cli.methods import build_method
 from rlvr_cli.trainer.actor import Actor
 from rlvr_cli.trainer.loop import GRPOTrainer
@@ -64,8 +64,7 @@ def on_policy_trainer(tmp_path_factory):
 def _with_method(trainer, overrides: list[str]):
     cfg = compose_train([*ON_POLICY, *overrides])
     trainer.method = build_method(OmegaConf.to_container(cfg.method, resolve=True))
-    clip = {k: trainer.algo[k] for k in ("clip_ratio_low", "clip_ratio_high", "clip_ratio_c", "log_ratio_clamp")}
-    trainer.clip = ClipSpec(**{**clip, **trainer.method.clip_overrides})
+    trainer.clip = dataclasses.replace(trainer.algo.clip_spec(), **trainer.method.clip_overrides)
 
 
 @pytest.mark.parametrize("change,reuse", [
@@ -88,11 +87,11 @@ def _with_method(trainer, overrides: list[str]):
 ])
 def test_scoring_pass_runs_whenever_pi_old_is_not_the_update_policy(on_policy_trainer, change, reuse):
     trainer, batch = on_policy_trainer
-    algo, method, ref = dict(trainer.algo), trainer.method, trainer.actor.ref_model
+    algo, method, ref = trainer.algo, trainer.method, trainer.actor.ref_model
     layer = trainer.model.model.layers[0].self_attn
     token = dict(batch.token)
     try:
-        trainer.algo.update(change.get("algo", {}))
+        trainer.algo = dataclasses.replace(algo, **change.get("algo", {}))
         if "method" in change:
             _with_method(trainer, change["method"])
         if change.get("reference"):
@@ -103,8 +102,7 @@ def test_scoring_pass_runs_whenever_pi_old_is_not_the_update_policy(on_policy_tr
             layer.attention_dropout = 0.1
         assert trainer.reuse_update_logprobs(batch) is reuse
     finally:
-        trainer.algo.clear()
-        trainer.algo.update(algo)
+        trainer.algo = algo
         trainer.method, trainer.actor.ref_model, batch.token = method, ref, token
         layer.attention_dropout = 0.0
 

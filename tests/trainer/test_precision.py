@@ -46,10 +46,12 @@ def test_master_weights_model_keeps_bf16_weights_and_they_barely_move(tmp_path):
 
 
 def test_deepspeed_gets_its_bf16_mode_for_bf16_weights():
-    algo, optim = {"micro_batch_size": 2, "mini_batch_size": 8}, {"lr": 1e-6}
-    ds = deepspeed_config({"zero_stage": 2}, algo, optim, 2, torch.bfloat16)
+    from rlvr_cli.configs import load_train_config
+
+    c = load_train_config(compose_train(["trainer=zero2", "algo.micro_batch_size=2"]), world=2)
+    ds = deepspeed_config(c.trainer, c.algo, c.optim, 2, torch.bfloat16)
     assert ds["bf16"]["enabled"] and not ds["fp16"]["enabled"]
-    assert not deepspeed_config({"zero_stage": 2}, algo, optim, 2, torch.float32)["bf16"]["enabled"]
+    assert not deepspeed_config(c.trainer, c.algo, c.optim, 2, torch.float32)["bf16"]["enabled"]
 
 
 def test_gradient_checkpointing_runs_in_the_loss_forward_and_not_while_sampling(tmp_path):
