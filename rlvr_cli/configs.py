@@ -160,7 +160,7 @@ def _load_method(node: Mapping[str, Any] | None, problems: list[str]) -> MethodC
     node = dict(node or {})
     name = node.get("name", "baseline")
     loss = node.get("loss") or {}
-    valid = [*(f.name for f in dataclasses.fields(ClipSpec))]
+    valid = field_names(ClipSpec)
     unknown = sorted(set(loss) - set(valid))
     if unknown:
         problems.append(f"method.loss.{unknown[0]}={show(loss[unknown[0]])}: expected a setting of the clipped "
@@ -168,18 +168,11 @@ def _load_method(node: Mapping[str, Any] | None, problems: list[str]) -> MethodC
         return None
     found = [p for k, v in loss.items()
              if (p := check_value(AlgoConfig if k != "clip" else ClipSpec, k, v, f"method.loss.{k}"))]
-    try:
-        cls = method_config_class(name)
-    except ValueError as e:
-        problems.append(f"method.name={show(name)}: {e}")
-        return None
-    found += [p for k, v in node.items() if k not in ("name", "loss") and k in field_names(cls)
-              and (p := check_value(cls, k, v, f"method.{k}"))]
     if found:
         problems.extend(found)
         return None
     try:
-        config = load(cls, node, "method.")
+        config = load(method_config_class(name), node, "method.")
         build_method(config)  # the method's own checks beyond its config's
     except ConfigError as e:
         problems.extend(e.problems)

@@ -11,7 +11,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from rlvr_cli.paths import CONF_DIR, REPO_ROOT, group_options
-from rlvr_cli.configs import load_eval_config as validate_eval_config, load_train_config as validate_train_config
+from rlvr_cli.configs import load_eval_config, load_train_config
 from rlvr_cli.configs import world_size
 from rlvr_cli.data.config import BenchmarkConfig
 from rlvr_cli.typed import load
@@ -27,7 +27,7 @@ def _compose(overrides, name="train"):
 
 def _train_error(overrides, world=1) -> str:
     with pytest.raises(UserError) as e:
-        validate_train_config(_compose(overrides), world=world)
+        load_train_config(_compose(overrides), world=world)
     msg = str(e.value)
     assert "\n" not in msg, msg
     return msg
@@ -35,7 +35,7 @@ def _train_error(overrides, world=1) -> str:
 
 def _eval_error(overrides) -> str:
     with pytest.raises(UserError) as e:
-        validate_eval_config(_compose(overrides, "eval"))
+        load_eval_config(_compose(overrides, "eval"))
     msg = str(e.value)
     assert "\n" not in msg, msg
     return msg
@@ -46,45 +46,45 @@ def _eval_error(overrides) -> str:
 def test_every_train_option_passes(group, option):
     extra = ["data.path=x.jsonl"] if option == "jsonl" else []
     cfg = _compose([f"{group}={option}", *extra])
-    validate_train_config(cfg, world=world_size(OmegaConf.to_container(cfg.trainer), env={}))
+    load_train_config(cfg, world=world_size(OmegaConf.to_container(cfg.trainer), env={}))
 
 
 @pytest.mark.parametrize("recipe", group_options("recipes"))
 def test_every_recipe_passes_with_the_ranks_of_its_launch_command(recipe):
     cfg = _compose([f"+recipes={recipe}"])
-    validate_train_config(cfg, world=1)
+    load_train_config(cfg, world=1)
     header = (REPO_ROOT / "recipes" / f"{recipe}.yaml").read_text()
     launch = re.search(rf"rlvr train \+recipes={re.escape(recipe)}(.*)", header).group(1)
     overrides = re.findall(r"(trainer\.(?:gpus|nodes)=\d+)", launch)
     if overrides:
         cfg = _compose([f"+recipes={recipe}", *overrides])
         trainer = OmegaConf.to_container(cfg.trainer)
-        validate_train_config(cfg, world=world_size(trainer, env={}))
+        load_train_config(cfg, world=world_size(trainer, env={}))
 
 
 def test_eval_default_and_every_benchmark_pass():
-    validate_eval_config(_compose([], "eval"))
+    load_eval_config(_compose([], "eval"))
     for name in group_options("benchmark"):
-        validate_eval_config(_compose([f"benchmarks=[{name}]"], "eval"))
+        load_eval_config(_compose([f"benchmarks=[{name}]"], "eval"))
         bench = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "benchmark" / f"{name}.yaml"))
         assert load(BenchmarkConfig, bench).name == name
 
 
 def test_accepted_values():
-    validate_train_config(_compose([
+    load_train_config(_compose([
         "optim.lr=1e-6", "optim.betas=[0.9,0.95]", "optim.grad_clip=0", "optim.schedule=cosine", "optim.min_lr_ratio=1",
         "rollout.temperature=0.6", "rollout.top_p=1", "val.temperature=0", "val.every=0", "val.size=0",
         "algo.kl.type=k3+", "algo.clip_ratio_c=null", "algo.log_ratio_clamp=null", "algo.loss_scale_factor=64",
         "trainer.resume=never", "trainer.keep_last=null", "trainer.checkpoint_logits=false", "trainer.device=cpu",
         "model.dtype=bf16", "seed=-3", "optim.lr=1",  # an int for a float field
     ]), world=1)
-    validate_train_config(_compose(["method=clip_cov"]), world=1)  # method.loss clip_ratio_low = 1.0 (r in [0, 2])
+    load_train_config(_compose(["method=clip_cov"]), world=1)  # method.loss clip_ratio_low = 1.0 (r in [0, 2])
 
 
 def test_keys_being_added_elsewhere_are_checked_and_may_be_absent():
     good = ["++rollout.stop_token_ids=[151645,'<|im_end|>']", "++rollout.stop=['</answer>']",
             "++model.stop_tokens=['<|im_end|>']", "++trainer.master_weights=model", "++rollout.overlong_prompts=drop"]
-    validate_train_config(_compose(good), world=1)
+    load_train_config(_compose(good), world=1)
     cases = {"++trainer.master_weights=fp16": "trainer.master_weights='fp16': expected one of fp32 | model",
              "++rollout.overlong_prompts=truncate": "rollout.overlong_prompts='truncate': expected one of drop | error",
              "++rollout.stop_token_ids=[-1]": "rollout.stop_token_ids=[-1]: expected",
@@ -96,14 +96,14 @@ def test_keys_being_added_elsewhere_are_checked_and_may_be_absent():
                       ("trainer", "master_weights"), ("rollout", "overlong_prompts"), ("rollout", "max_prompt_len"),
                       ("trainer", "keep_last"), ("model", "dtype"), ("optim", "betas")):
         c[node].pop(key, None)
-    validate_train_config(c, world=1)
+    load_train_config(c, world=1)
 
 
 def test_a_missing_required_key_is_named():
     c = OmegaConf.to_container(_compose([]), resolve=True)
     del c["algo"]["group_size"]
     with pytest.raises(UserError, match=r"^algo\.group_size is missing: expected an int >= 2"):
-        validate_train_config(c, world=1)
+        load_train_config(c, world=1)
 
 
 def test_unknown_keys_are_hydras_job():
@@ -198,7 +198,7 @@ def test_step_responses_split_into_whole_mini_batches():
     assert "rollout.prompts_per_step * algo.group_size = 32 * 8" in msg
     msg = _train_error(["rollout.prompts_per_step=4", "algo.group_size=4"])  # 16 responses, mini-batch 256
     assert msg.startswith("algo.mini_batch_size=256: expected an int <= 16")
-    validate_train_config(_compose(["rollout.prompts_per_step=4", "algo.group_size=4", "algo.mini_batch_size=8",
+    load_train_config(_compose(["rollout.prompts_per_step=4", "algo.group_size=4", "algo.mini_batch_size=8",
                                     "algo.micro_batch_size=4"]), world=1)
 
 
@@ -209,7 +209,7 @@ def test_deepspeed_ranks_take_whole_groups_and_equal_mini_batch_shares():
     assert "algo.mini_batch_size=256: expected a multiple of the 3 data-parallel ranks" in msg
     msg = _train_error(["trainer=zero2", "rollout.prompts_per_step=36", "algo.mini_batch_size=96"], world=8)
     assert msg.startswith("rollout.prompts_per_step=36: expected a multiple of the 8 data-parallel ranks")
-    validate_train_config(_compose(["trainer=zero3", "trainer.gpus=8"]), world=8)
+    load_train_config(_compose(["trainer=zero3", "trainer.gpus=8"]), world=8)
     # under a launcher its WORLD_SIZE is the number of ranks; without DeepSpeed there is one
     trainer = {"kind": "deepspeed", "gpus": 1, "nodes": 1}
     assert world_size(trainer, {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "4"}) == 4
@@ -222,8 +222,8 @@ def test_offload_needs_the_zero_stage_deepspeed_supports():
     assert msg.startswith("trainer.offload_param=true: expected false unless trainer.zero_stage=3")
     msg = _train_error(["trainer=zero1", "trainer.zero_stage=0", "trainer.offload_optimizer=true"])
     assert msg.startswith("trainer.offload_optimizer=true: expected false unless trainer.zero_stage >= 1")
-    validate_train_config(_compose(["trainer=zero1", "trainer.offload_optimizer=true"]), world=1)
-    validate_train_config(_compose(["trainer=zero3_offload"]), world=1)
+    load_train_config(_compose(["trainer=zero1", "trainer.offload_optimizer=true"]), world=1)
+    load_train_config(_compose(["trainer=zero3_offload"]), world=1)
 
 
 def test_the_gradient_diagnostic_is_a_count_of_steps_and_refused_under_zero3():
@@ -231,8 +231,8 @@ def test_the_gradient_diagnostic_is_a_count_of_steps_and_refused_under_zero3():
     msg = _train_error(["trainer=zero3", "trainer.diagnose_every=5"])
     assert msg.startswith("trainer.diagnose_every=5: expected 0 with trainer.zero_stage=3 (ZeRO-3 partitions")
     for trainer in ("single", "zero1", "zero2", "zero2_offload"):
-        validate_train_config(_compose([f"trainer={trainer}", "trainer.diagnose_every=5"]), world=1)
-    validate_train_config(_compose(["trainer=zero3", "trainer.diagnose_every=0"]), world=1)
+        load_train_config(_compose([f"trainer={trainer}", "trainer.diagnose_every=5"]), world=1)
+    load_train_config(_compose(["trainer=zero3", "trainer.diagnose_every=0"]), world=1)
     assert _compose([]).trainer.diagnose_every == 0  # off by default
 
 
@@ -276,7 +276,7 @@ def test_validation_is_pure_and_repeatable():
     cfg = _compose(["method=siren"])
     before = OmegaConf.to_yaml(cfg)
     for _ in range(3):
-        validate_train_config(cfg, world=1)
+        load_train_config(cfg, world=1)
     assert OmegaConf.to_yaml(cfg) == before
 
 
@@ -310,4 +310,4 @@ def test_eval_rules(override, expected):
 ])
 def test_rollout_engine_values_are_checked_in_one_line(override, named):
     with pytest.raises(UserError, match=re.escape(named)):
-        validate_train_config(_compose([override]))
+        load_train_config(_compose([override]))

@@ -228,15 +228,15 @@ def test_train_main_stops_at_the_plan_before_loading_or_writing(tmp_path):
 
 
 def test_the_new_trainer_keys_are_in_every_trainer_config_and_checked():
-    from rlvr_cli.configs import load_train_config as validate_train_config
+    from rlvr_cli.configs import load_train_config
 
     for trainer in group_options("trainer"):
         cfg = _compose([f"trainer={trainer}"])
         assert cfg.trainer.gpu_memory_gb is None and cfg.trainer.ignore_memory_plan is False
     with pytest.raises(UserError, match=r"trainer.gpu_memory_gb=-1: expected null or a float > 0"):
-        validate_train_config(_compose(["trainer.gpu_memory_gb=-1"]), world=1)
+        load_train_config(_compose(["trainer.gpu_memory_gb=-1"]), world=1)
     with pytest.raises(UserError, match=r"trainer.ignore_memory_plan='yes': expected true or false"):
-        validate_train_config(_compose(["trainer.ignore_memory_plan=yes"]), world=1)
+        load_train_config(_compose(["trainer.ignore_memory_plan=yes"]), world=1)
 
 
 # ----------------------------------------------------------------------------------- the CLI

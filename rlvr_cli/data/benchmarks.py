@@ -24,4 +24,3 @@ def benchmark_file(name: str) -> dict[str, Any]:
     bench = OmegaConf.to_container(OmegaConf.load(BENCHMARK_DIR / f"{name}.yaml"), resolve=True)
     bench["name"] = name
     return bench
-

@@ -10,7 +10,7 @@ from rlvr_cli.data.benchmarks import benchmark_file, benchmark_names
 from rlvr_cli.data.prompts import TEMPLATES
 from rlvr_cli.data.synthetic import SYNTHETIC_TASKS
 from rlvr_cli.rewards import EXTRACT_EXPECT, EXTRACT_HELP, VERIFIER_NAMES, extract_ok
-from rlvr_cli.typed import load, setting, show
+from rlvr_cli.typed import field_names, load, setting, show
 
 ANSWER_FORMATS = ("plain", "boxed_solution", "gsm8k")  # how a row's answer field reads (datasets.normalise_answer)
 SOURCES = ("file", "synthetic")
@@ -21,7 +21,21 @@ FieldKey = str | list[str]
 
 
 @dataclass(frozen=True, kw_only=True)
-class DataConfig:
+class RowFields:
+    """How a source's rows read, shared by a data config and a benchmark file (``datasets.canonical_rows``)."""
+
+    problem_key: FieldKey = setting("problem", help=f"the problem: {FIELD_HELP}")
+    answer_key: FieldKey = setting("answer", help=f"the gold answer: {FIELD_HELP}")
+    id_key: FieldKey = setting("id", help=f"the problem's id: {FIELD_HELP}")
+    answer_format: Literal[ANSWER_FORMATS] = setting("plain", help="the answer field: plain | boxed_solution "
+                                                     "(a solution whose last \\boxed{} is the answer) | gsm8k")
+
+    def fields(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in field_names(RowFields)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig(RowFields):
     """``data.*``: the train prompts and the held-out ones (``datasets.load_prompts``)."""
 
     name: str = setting(help="the data config's name (conf/data/<name>.yaml; in the run's name)")
@@ -36,11 +50,6 @@ class DataConfig:
     test_split: str | None = setting("test", help="the held-out hub dataset's split")
     test_benchmark: Literal[BENCHMARKS] | None = setting(None, why="a file of conf/benchmark/", help="the "
                                                           "held-out split is this benchmark (its source and fields)")
-    problem_key: FieldKey = setting("problem", help=f"the problem: {FIELD_HELP}")
-    answer_key: FieldKey = setting("answer", help=f"the gold answer: {FIELD_HELP}")
-    id_key: FieldKey = setting("id", help=f"the problem's id: {FIELD_HELP}")
-    answer_format: Literal[ANSWER_FORMATS] = setting("plain", help="the answer field: plain | boxed_solution "
-                                                     "(a solution whose last \\boxed{} is the answer) | gsm8k")
     extract: str | list[str] = setting("auto", check=extract_ok, expect=EXTRACT_EXPECT,
                                        help=f"{EXTRACT_HELP}; reward.extract follows it")
     verifier: Literal[VERIFIER_NAMES] = setting("math", help="who grades this data (reward.verifier follows it)")
@@ -69,14 +78,9 @@ class DataConfig:
         if "seed" in params and (not isinstance(params["seed"], int) or isinstance(params["seed"], bool)):
             yield f"{at}synthetic.seed={show(params['seed'])}: expected an int"
 
-    def fields(self) -> dict[str, Any]:
-        """How this data's rows read (``datasets.canonical_rows``)."""
-        return {"problem_key": self.problem_key, "answer_key": self.answer_key, "id_key": self.id_key,
-                "answer_format": self.answer_format}
-
 
 @dataclass(frozen=True, kw_only=True)
-class BenchmarkConfig:
+class BenchmarkConfig(RowFields):
     """A ``conf/benchmark/*.yaml`` file (``benchmark_overrides.<name>`` changes it): where a benchmark's
     problems come from, how its rows read, how ``rlvr eval`` prompts and grades them."""
 
@@ -87,11 +91,6 @@ class BenchmarkConfig:
     split: str | None = setting("test", help="the split (hub, folder or generated); null = test")
     subset: str | None = setting(None, help="the hub dataset's subset")
     revision: str | None = setting(None, help="the hub dataset's revision")
-    problem_key: FieldKey = setting("problem", help=f"the problem: {FIELD_HELP}")
-    answer_key: FieldKey = setting("answer", help=f"the gold answer: {FIELD_HELP}")
-    id_key: FieldKey = setting("id", help=f"the problem's id: {FIELD_HELP}")
-    answer_format: Literal[ANSWER_FORMATS] = setting("plain", help="the answer field: plain | "
-                                                     "boxed_solution | gsm8k")
     template: Literal[TEMPLATES] = setting("qwen_math", help="the prompt template (eval.template overrides it)")
     extract: str | list[str] | None = setting(None, check=lambda v: v is None or extract_ok(v),
                                               expect=f"null or {EXTRACT_EXPECT}", help=f"{EXTRACT_HELP}; "
@@ -105,10 +104,6 @@ class BenchmarkConfig:
     def problems(self, at: str) -> Iterator[str]:
         if self.source == "synthetic" and self.size is None:
             yield f"{at}size=null: expected an int >= 1 ({at}source=synthetic generates that many)"
-
-    def fields(self) -> dict[str, Any]:
-        return {"problem_key": self.problem_key, "answer_key": self.answer_key, "id_key": self.id_key,
-                "answer_format": self.answer_format}
 
 
 def benchmark_config(name: str, overrides: dict[str, Any] | None = None) -> BenchmarkConfig:

@@ -37,7 +37,6 @@ from rlvr_cli.types import Prompt
 
 log = logging.getLogger(__name__)
 OVERLONG = ("drop", "error")
-FIELDS = ("problem_key", "answer_key", "id_key", "answer_format")
 
 
 @dataclass
