@@ -246,9 +246,9 @@ def test_data_sources_need_their_fields():
 # --------------------------------------------------------------------------------------- method node
 def test_method_fields_are_checked_by_the_methods_own_config():
     assert _train_error(["method=siren", "method.nucleus=x"]) == \
-        "method=siren: siren.nucleus 'x'; valid: strict, inclusive"
-    assert _train_error(["method=siren", "method.rho=abc"]) == "method.rho='abc': expected a float"
-    assert _train_error(["method=siren", "method.top_k=2.5"]) == "method.top_k=2.5: expected an int"
+        "method.nucleus='x': expected one of strict | inclusive"
+    assert _train_error(["method=siren", "method.rho=abc"]) == "method.rho='abc': expected a float in [0, 1]"
+    assert _train_error(["method=siren", "method.top_k=2.5"]) == "method.top_k=2.5: expected an int >= 1"
     assert _train_error(["method=high_entropy", "method.rho=2"]).startswith("method=high_entropy: high_entropy.rho")
     assert _train_error(["method=clip_cov", "method.lb=6"]).startswith("method=clip_cov: clip_cov needs lb < ub")
 

@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 import torch
 
 from rlvr_cli.rollout.logprobs import TokenFn
+from rlvr_cli.typed import setting
 from rlvr_cli.types import MethodOutput, PolicyBatch, TrainBatch
 
 
@@ -111,8 +112,9 @@ class Method:
 class MethodConfig:
     """Fields every method config has. ``name`` selects the class; ``loss`` overrides ClipSpec fields."""
 
-    name: str = "baseline"
-    loss: dict[str, Any] = field(default_factory=dict)
+    name: str = setting("baseline", help="the method: conf/method/<name>.yaml, registered by that name")
+    loss: dict[str, Any] = setting({}, help="this method's changes to the clipped objective: clip_ratio_low, "
+                                   "clip_ratio_high, clip_ratio_c, clip, log_ratio_clamp (algo's otherwise)")
 
 
 _REGISTRY: dict[str, tuple[type[Method], type[MethodConfig]]] = {}

@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 
@@ -35,6 +35,7 @@ from rlvr_cli.losses import ClipSpec, clipped_token_loss
 from rlvr_cli.methods.base import Method, MethodConfig, StepContext, TokenNeeds, register_method
 from rlvr_cli.stats import batch_covariance, token_covariance
 from rlvr_cli.methods.schedule import Schedule, select_count
+from rlvr_cli.typed import setting
 from rlvr_cli.types import MethodOutput, PolicyBatch, TrainBatch
 
 DETACH_KEY = "clip_cov_detach"
@@ -86,11 +87,14 @@ def draw_seed(*parts: int) -> int:
 @dataclass
 class ClipCovConfig(MethodConfig):
     name: str = "clip_cov"
-    ratio: float = 2e-4
-    lb: float = 1.0
-    ub: float = 5.0
-    stats_scope: str = "mini_batch"
-    ratio_schedule: Any = field(default_factory=dict)
+    ratio: float = setting(2e-4, ge=0, le=1, help="fraction r of the valid tokens detached, max(floor(r·N), 1) "
+                           "(verl default and the paper's 7B/32B value)")
+    lb: float = setting(1.0, help="lower covariance bound ω_low, strict (verl default)")
+    ub: float = setting(5.0, help="upper covariance bound ω_high, strict (verl default)")
+    stats_scope: Literal[SCOPES] = setting("mini_batch", help="where N, the means and the draw are taken: "
+                                           "mini_batch (per optimizer step, current log-probs; ours) | micro_batch "
+                                           "(verl) | batch (once per step, rollout log-probs)")
+    ratio_schedule: Schedule = setting(Schedule(), help="annealing of ratio (methods/schedule.py; ours, spec §11)")
 
     def __post_init__(self) -> None:
         self.ratio_schedule = Schedule.from_any(self.ratio_schedule)

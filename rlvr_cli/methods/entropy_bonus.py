@@ -12,13 +12,14 @@ entropy collapse and 1e-2 makes entropy explode.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from rlvr_cli.methods.base import Method, MethodConfig, StepContext, TokenNeeds, register_method
 from rlvr_cli.methods.schedule import Schedule
+from rlvr_cli.typed import setting
 from rlvr_cli.types import MethodOutput, PolicyBatch, TrainBatch
 
 
@@ -34,8 +35,9 @@ def entropy_bonus_token_loss(entropy: torch.Tensor, mask: torch.Tensor, coef: fl
 @dataclass
 class EntropyBonusConfig(MethodConfig):
     name: str = "entropy_bonus"
-    coef: float = 1e-3
-    schedule: Any = field(default_factory=dict)
+    coef: float = setting(1e-3, help="coefficient λ_0 of the bonus −λ·H (ours: the middle of the range the "
+                          "papers ran)")
+    schedule: Schedule = setting(Schedule(), help="annealing of coef (methods/schedule.py; ours, spec §11)")
 
     def __post_init__(self) -> None:
         self.schedule = Schedule.from_any(self.schedule)

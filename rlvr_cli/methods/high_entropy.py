@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from rlvr_cli.methods.base import Method, MethodConfig, StepContext, TokenNeeds, register_method
 from rlvr_cli.stats import quantile_1d
+from rlvr_cli.typed import setting
 from rlvr_cli.types import MethodOutput, PolicyBatch, TrainBatch
 
 SCOPES = ("batch", "micro_batch")
@@ -47,8 +48,9 @@ def high_entropy_mask(
 @dataclass
 class HighEntropyConfig(MethodConfig):
     name: str = "high_entropy"
-    rho: float = 0.2
-    stats_scope: str = "batch"
+    rho: float = setting(0.2, help="ρ, the fraction of tokens kept (the highest-entropy 20% in the paper)")
+    stats_scope: Literal[SCOPES] = setting("batch", help="batch (threshold over the train batch, rollout "
+                                           "entropy; ours) | micro_batch (per loss call, current entropy; TRL)")
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.rho <= 1.0:

@@ -29,14 +29,15 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 
 from rlvr_cli.methods.base import Method, MethodConfig, StepContext, TokenNeeds, register_method
 from rlvr_cli.stats import batch_covariance, token_covariance
 from rlvr_cli.methods.schedule import Schedule, select_count
+from rlvr_cli.typed import setting
 from rlvr_cli.types import MethodOutput, PolicyBatch, TrainBatch
 
 SELECT_KEY = "kl_cov_selected"
@@ -91,11 +92,14 @@ def kl_cov_token_loss(
 @dataclass
 class KlCovConfig(MethodConfig):
     name: str = "kl_cov"
-    ratio: float = 2e-3
-    beta: float = 1.0
-    stats_scope: str = "mini_batch"
-    beta_schedule: Any = field(default_factory=dict)
-    ratio_schedule: Any = field(default_factory=dict)
+    ratio: float = setting(2e-3, ge=0, le=1, help="fraction of the valid tokens penalised, max(floor(ratio·N), 1), "
+                           "a fraction (PRIME-RL's k_percent is percent); 2e-3: the paper's 7B value")
+    beta: float = setting(1.0, help="penalty coefficient β on |lp − old| (ppo_kl_coef; the paper's 1)")
+    stats_scope: Literal[SCOPES] = setting("mini_batch", help="where N, the means and the top-k are taken: "
+                                           "mini_batch (per optimizer step, current log-probs; ours) | micro_batch "
+                                           "(verl) | batch (once per step, rollout log-probs)")
+    beta_schedule: Schedule = setting(Schedule(), help="annealing of β (methods/schedule.py; ours, spec §11)")
+    ratio_schedule: Schedule = setting(Schedule(), help="annealing of ratio (methods/schedule.py; ours, spec §11)")
 
     def __post_init__(self) -> None:
         self.beta_schedule = Schedule.from_any(self.beta_schedule)

@@ -18,13 +18,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from rlvr_cli.methods.base import Method, MethodConfig, StepContext, TokenNeeds, register_method
 from rlvr_cli.stats import quantile_1d
+from rlvr_cli.typed import setting
 from rlvr_cli.types import MethodOutput, PolicyBatch, TrainBatch
+
+BOUNDS_MODES = ("fixed", "quantile")
+NORMALIZERS = ("kept", "all")
+SOURCES = ("old", "current")
+SCOPES = ("batch", "micro_batch")
 
 H_FLOOR = 1e-6
 KEEP_KEY = "rsi_keep"
@@ -87,20 +93,23 @@ def rsi_metrics(rsi, logprobs, entropy, keep, mask, r_lo, r_hi) -> dict[str, flo
 @dataclass
 class RsiSConfig(MethodConfig):
     name: str = "rsi_s"
-    bounds_mode: str = "fixed"
-    r_lo: float = 0.25
-    r_hi: float = 4.0
-    q_lo: float = 0.1
-    q_hi: float = 0.9
-    normalize_by: str = "kept"
-    source: str = "old"
-    stats_scope: str = "batch"
+    bounds_mode: Literal[BOUNDS_MODES] = setting("fixed", help="fixed (bounds r_lo/r_hi; ours) | quantile "
+                                                 "(batch quantiles q_lo/q_hi of RSI)")
+    r_lo: float = setting(0.25, help="lower RSI bound, fixed mode (a placeholder of ours)")
+    r_hi: float = setting(4.0, help="upper RSI bound, fixed mode (a placeholder of ours)")
+    q_lo: float = setting(0.1, help="lower RSI quantile, quantile mode (ours)")
+    q_hi: float = setting(0.9, help="upper RSI quantile, quantile mode (ours)")
+    normalize_by: Literal[NORMALIZERS] = setting("kept", help="kept (the keep mask is the loss mask, "
+                                                 "denominators too; ours) | all (0/1 weights over every valid token)")
+    source: Literal[SOURCES] = setting("old", help="old (RSI from the rollout pass, fixed within a step; ours) | "
+                                       "current (the detached current forward; needs normalize_by=all)")
+    stats_scope: Literal[SCOPES] = setting("batch", help="quantile mode: batch (over the train batch; ours) | "
+                                           "micro_batch (per micro-batch; needs normalize_by=all)")
 
     def __post_init__(self) -> None:
-        for key, value, valid in (("bounds_mode", self.bounds_mode, ("fixed", "quantile")),
-                                  ("normalize_by", self.normalize_by, ("kept", "all")),
-                                  ("source", self.source, ("old", "current")),
-                                  ("stats_scope", self.stats_scope, ("batch", "micro_batch"))):
+        for key, value, valid in (("bounds_mode", self.bounds_mode, BOUNDS_MODES),
+                                  ("normalize_by", self.normalize_by, NORMALIZERS),
+                                  ("source", self.source, SOURCES), ("stats_scope", self.stats_scope, SCOPES)):
             if value not in valid:
                 raise ValueError(f"rsi_s.{key} {value!r}; valid: {', '.join(valid)}")
         if not (0.0 <= self.r_lo <= self.r_hi and 0.0 <= self.q_lo <= self.q_hi <= 1.0):

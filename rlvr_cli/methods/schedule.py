@@ -21,7 +21,9 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
+
+from rlvr_cli.typed import setting
 
 SCHEDULES = ("constant", "linear", "cosine", "inv_sqrt", "exp")
 
@@ -65,11 +67,12 @@ class Schedule:
     gamma: per-step factor for ``exp``; null = reach 1% of λ_0 at the last step [ours].
     """
 
-    kind: str = "constant"
-    end: float = 0.0
-    hold_frac: float = 0.1
-    tau_frac: float = 0.1
-    gamma: float | None = None
+    kind: Literal[SCHEDULES] = setting("constant", help="constant (the paper's fixed value) | linear | cosine "
+                                       "| inv_sqrt | exp")
+    end: float = setting(0.0, help="λ_end for linear/cosine (0: asymptotically unbiased, arXiv 2604.09676)")
+    hold_frac: float = setting(0.1, ge=0, le=1, help="hold full strength for hold_frac·max_steps steps first")
+    tau_frac: float = setting(0.1, ge=0, help="τ = tau_frac·max_steps for inv_sqrt")
+    gamma: float | None = setting(None, gt=0, help="per-step factor for exp; null: reach 1% of λ_0 at the last step")
 
     def __post_init__(self) -> None:
         if self.kind not in SCHEDULES:

@@ -30,13 +30,17 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from rlvr_cli.methods.base import Method, MethodConfig, StepContext, TokenNeeds, register_method
 from rlvr_cli.stats import quantile_1d
+from rlvr_cli.typed import setting
 from rlvr_cli.types import MethodOutput, PolicyBatch, TrainBatch
+
+NUCLEI = ("strict", "inclusive")
+ANCHOR_SCOPES = ("microbatch", "minibatch")
 
 ENTROPY = "siren_topp_entropy"
 NUCLEUS_SIZE = "siren_nucleus_size"
@@ -122,17 +126,22 @@ def anchor_loss(h_bar: torch.Tensor, anchor: float, coef: float) -> torch.Tensor
 @dataclass
 class SirenConfig(MethodConfig):
     name: str = "siren"
-    coef: float = 0.005
-    top_p: float = 0.8
-    top_k: int = 10000
-    nucleus: str = "strict"
-    rho: float = 0.8
-    anchor_scope: str = "microbatch"
-    anchor: float | None = None
+    coef: float = setting(0.005, help="λ of λ·(H̄ − H_anchor)² (the reference's entropy_coeff)")
+    top_p: float = setting(0.8, gt=0, le=1, help="nucleus mass p of the top-p entropy (entropy_topp)")
+    top_k: int = setting(10000, ge=1, help="top-K cap before the nucleus (entropy_topk); topk_truncated_frac "
+                         "logs how often K never reaches p")
+    nucleus: Literal[NUCLEI] = setting("strict", help="strict (c_r < p, the crossing token out; the reference) | "
+                                       "inclusive (keep it, as HF/vLLM top-p)")
+    rho: float = setting(0.8, ge=0, le=1, help="peak quantile ρ: keep tokens with H^p above the per-response "
+                         "ρ-quantile")
+    anchor_scope: Literal[ANCHOR_SCOPES] = setting("microbatch", help="microbatch (H̄ and the square per "
+                                                   "micro-batch; the reference) | minibatch (one per mini-batch; ours)")
+    anchor: float | None = setting(None, help="fixed H_anchor; null: H̄ of the first rollout batch (kept in "
+                                   "the checkpoint)")
 
     def __post_init__(self) -> None:
-        for key, value, valid in (("nucleus", self.nucleus, ("strict", "inclusive")),
-                                  ("anchor_scope", self.anchor_scope, ("microbatch", "minibatch"))):
+        for key, value, valid in (("nucleus", self.nucleus, NUCLEI),
+                                  ("anchor_scope", self.anchor_scope, ANCHOR_SCOPES)):
             if value not in valid:
                 raise ValueError(f"siren.{key} {value!r}; valid: {', '.join(valid)}")
         if not (0.0 < self.top_p <= 1.0 and self.top_k >= 1 and 0.0 <= self.rho <= 1.0):
