@@ -20,8 +20,11 @@ COMMANDS = {"train": "train", "eval": "eval", "plan": "train"}
 # after these, so they still win)
 PLAN_HYDRA = ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=none", "hydra/hydra_logging=none"]
 # the commands that are not Hydra apps: name -> (module, function taking the remaining arguments)
+# (each module's USAGE is what ``rlvr <tool> --help`` prints)
 TOOLS = {"report": ("rlvr_cli.report", "report_main"), "analyze": ("rlvr_cli.analysis.analyze", "analyze_main"),
          "checkpoints": ("rlvr_cli.trainer.checkpoint", "checkpoints_main")}
+HELP_FLAGS = ("-h", "--help")
+LS_USAGE = "usage: rlvr ls\nList the config groups, their options (GROUP=OPTION), and the recipes (+recipes=NAME)."
 USAGE = """usage: rlvr <command> [hydra overrides]
 
 commands:
@@ -36,7 +39,9 @@ commands:
           (rlvr analyze runs/sweeps/<time>); Δlog p of two models (rlvr analyze dlogp base=M rl=M data=D)
   checkpoints  a run's checkpoints: step, size, verified or damaged (rlvr checkpoints runs/<name>)
 
-Hydra flags work after the command: -m (sweeps), --cfg job, --help."""
+rlvr <command> --help: its usage; for train, eval and plan also every key with its type, value and help
+(rlvr train --help rollout: one node). Hydra flags work after the command: -m (sweeps), --cfg job,
+--hydra-help."""
 
 
 def _primary_defaults(config_name: str) -> set[str]:
@@ -112,6 +117,17 @@ def _run_app(command: str, args: list[str]) -> None:
     app()
 
 
+def _print_help(command: str, args: list[str]) -> None:
+    """``rlvr train [overrides] --help [NODE]``: the usage, groups and keys of this composition."""
+    from rlvr_cli.help import help_text
+
+    at = next(i for i, a in enumerate(args) if a in HELP_FLAGS)
+    after = args[at + 1] if at + 1 < len(args) else None
+    node = after if after is not None and "=" not in after and not after.startswith("-") else None
+    overrides = [a for a in args[:at] + args[at + (2 if node else 1):] if not a.startswith("-")]
+    print(help_text(command, normalise_overrides(overrides, COMMANDS[command]), node))
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help", "help"):
@@ -120,18 +136,23 @@ def main(argv: list[str] | None = None) -> None:
     command, rest = args[0], args[1:]
     if command == "train" and "--plan" in rest:  # print the memory plan, train nothing
         command, rest = "plan", [a for a in rest if a != "--plan"]
+    asks_help = any(a in HELP_FLAGS for a in rest)
     try:
         if command == "ls":
-            list_configs()
+            print(LS_USAGE) if asks_help else list_configs()
             return
         if command in TOOLS:
             import importlib
 
             module, function = TOOLS[command]
-            getattr(importlib.import_module(module), function)(rest)
+            module = importlib.import_module(module)
+            print(module.USAGE) if asks_help else getattr(module, function)(rest)
             return
         if command not in COMMANDS:
             raise UserError(f"unknown command '{command}'; valid: {', '.join([*COMMANDS, 'ls', *TOOLS])}")
+        if asks_help:
+            _print_help(command, rest)
+            return
         _run_app(command, normalise_overrides(rest, COMMANDS[command]))
     except UserError as e:
         print(f"rlvr: error: {e}", file=sys.stderr)

@@ -21,9 +21,11 @@ def config_groups() -> list[str]:
     return sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "recipes")
 
 
-def compose(config_name: str, overrides: list[str] | None = None):
-    """The config ``rlvr <command>`` composes from conf/ with these overrides (Hydra's compose API)."""
+def compose(config_name: str, overrides: list[str] | None = None, hydra_config: bool = False):
+    """The config ``rlvr <command>`` composes from conf/ with these overrides (Hydra's compose API);
+    ``hydra_config``: with its ``hydra`` node (``hydra.runtime.choices``: each group's option)."""
     from hydra import compose as hydra_compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(config_name=config_name, overrides=list(overrides or []))
+        return hydra_compose(config_name=config_name, overrides=list(overrides or []),
+                             return_hydra_config=hydra_config)

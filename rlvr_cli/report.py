@@ -184,12 +184,17 @@ def stage_table(summaries: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+USAGE = ("usage: rlvr report RUN_OR_SWEEP_DIR... [--json]\n"
+         "Compare finished runs: accuracy, entropy trajectory, step time and where a step goes "
+         "(--json: the summaries as JSON).")
+
+
 def report_main(args: list[str]) -> None:
     """Entry of ``rlvr report``: paths, optionally ``--json``."""
     as_json = "--json" in args
     paths = [a for a in args if a != "--json"]
     if not paths:
-        raise UserError("usage: rlvr report RUN_OR_SWEEP_DIR... [--json]")
+        raise UserError(USAGE.splitlines()[0])
     summaries = [summarize_run(r) for r in find_runs(paths)]
     if as_json:
         print(json.dumps(summaries, indent=2))

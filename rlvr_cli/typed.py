@@ -58,6 +58,8 @@ def show(v: Any) -> str:
         return "true" if v else "false"
     if isinstance(v, list):
         return "[" + ", ".join(show(x) for x in v) + "]"
+    if isinstance(v, Mapping):
+        return "{" + ", ".join(f"{k}: {show(x)}" for k, x in v.items()) + "}"
     return repr(v)
 
 

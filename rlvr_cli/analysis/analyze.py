@@ -249,7 +249,10 @@ def analyze(paths: list[str], out: str | Path | None = None, fit_first: int | No
 
 
 USAGE = ("usage: rlvr analyze RUN_OR_SWEEP_DIR... [--json] [--out DIR] [--fit-first K]\n"
-         "       rlvr analyze dlogp base=MODEL rl=MODEL data=NAME|FILE.jsonl [key=value ...]")
+         "       rlvr analyze dlogp base=MODEL rl=MODEL data=NAME|FILE.jsonl [key=value ...]\n"
+         "Runs: a table, PNG plots and index.html (in --out, default <first folder>/analysis), the entropy-performance "
+         "law R = -a·exp(H) + b (on the first K points with --fit-first), the covariance check and whether the "
+         "method acts. dlogp: Δlog p of two models on a dataset.")
 
 
 def analyze_main(args: list[str]) -> None:
@@ -266,7 +269,7 @@ def analyze_main(args: list[str]) -> None:
         elif a in ("--out", "--fit-first"):
             value = next(it, None)
             if value is None:
-                raise UserError(f"{a} needs a value\n{USAGE}")
+                raise UserError(f"{a} needs a value\n{USAGE.splitlines()[0]}")
             if a == "--out":
                 out = value
             else:
@@ -274,11 +277,11 @@ def analyze_main(args: list[str]) -> None:
                     raise UserError(f"--fit-first takes a number of points, got {value!r}")
                 fit_first = int(value)
         elif a.startswith("-"):
-            raise UserError(f"unknown option {a}; valid: --json, --out, --fit-first\n{USAGE}")
+            raise UserError(f"unknown option {a}; valid: --json, --out, --fit-first\n{USAGE.splitlines()[0]}")
         else:
             paths.append(a)
     if not paths:
-        raise UserError(USAGE)
+        raise UserError("\n".join(USAGE.splitlines()[:2]))
     result = analyze(paths, out, fit_first)
     if as_json:
         print(json.dumps(result, indent=2))

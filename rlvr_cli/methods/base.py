@@ -108,11 +108,16 @@ class Method:
 # --------------------------------------------------------------------------------------------------
 # Registry: one name everywhere (registry key, methods/<name>.py, conf/method/<name>.yaml).
 
+def method_name(name: str) -> Any:
+    """A method config's ``name`` field (each method's config class sets its own default)."""
+    return setting(name, help="the method: conf/method/<name>.yaml, registered by that name")
+
+
 @dataclass
 class MethodConfig:
     """Fields every method config has. ``name`` selects the class; ``loss`` overrides ClipSpec fields."""
 
-    name: str = setting("baseline", help="the method: conf/method/<name>.yaml, registered by that name")
+    name: str = method_name("baseline")
     loss: dict[str, Any] = setting({}, help="this method's changes to the clipped objective: clip_ratio_low, "
                                    "clip_ratio_high, clip_ratio_c, clip, log_ratio_clamp (algo's otherwise)")
 
@@ -135,6 +140,10 @@ def register_method(name: str, config: type[MethodConfig] = MethodConfig):
 
 def method_names() -> list[str]:
     return sorted(_REGISTRY)
+
+
+def method_class(name: str) -> type[Method]:
+    return _REGISTRY[name][0]
 
 
 def method_config_class(name: str) -> type[MethodConfig]:

@@ -32,7 +32,7 @@ from typing import Any, Literal
 import torch
 
 from rlvr_cli.losses import ClipSpec, clipped_token_loss
-from rlvr_cli.methods.base import Method, MethodConfig, StepContext, TokenNeeds, register_method
+from rlvr_cli.methods.base import Method, MethodConfig, StepContext, TokenNeeds, method_name, register_method
 from rlvr_cli.stats import batch_covariance, token_covariance
 from rlvr_cli.methods.schedule import Schedule, select_count
 from rlvr_cli.typed import setting
@@ -86,7 +86,7 @@ def draw_seed(*parts: int) -> int:
 
 @dataclass
 class ClipCovConfig(MethodConfig):
-    name: str = "clip_cov"
+    name: str = method_name("clip_cov")
     ratio: float = setting(2e-4, ge=0, le=1, help="fraction r of the valid tokens detached, max(floor(r·N), 1) "
                            "(verl default and the paper's 7B/32B value)")
     lb: float = setting(1.0, help="lower covariance bound ω_low, strict (verl default)")

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from rlvr_cli.methods.base import Method, MethodConfig, StepContext, register_method
+from rlvr_cli.methods.base import Method, MethodConfig, StepContext, method_name, register_method
 from rlvr_cli.stats import quantile_1d
 from rlvr_cli.typed import setting
 from rlvr_cli.types import MethodOutput, PolicyBatch, TrainBatch
@@ -40,7 +40,7 @@ def dlogp_weights(old_logprobs: torch.Tensor, mask: torch.Tensor, alpha: float) 
 
 @dataclass
 class DlogpConfig(MethodConfig):
-    name: str = "dlogp"
+    name: str = method_name("dlogp")
     alpha: float = setting(0.2, ge=0, help="α of the token weight 1 + α(1 − π_old(y_t)) (0.2 for "
                            "Qwen2.5-Math-7B, 0.1 for Qwen3-8B-Base)")
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from rlvr_cli.methods.base import Method, MethodConfig, StepContext, TokenNeeds, register_method
+from rlvr_cli.methods.base import Method, MethodConfig, StepContext, TokenNeeds, method_name, register_method
 from rlvr_cli.methods.schedule import Schedule
 from rlvr_cli.typed import setting
 from rlvr_cli.types import MethodOutput, PolicyBatch, TrainBatch
@@ -34,7 +34,7 @@ def entropy_bonus_token_loss(entropy: torch.Tensor, mask: torch.Tensor, coef: fl
 
 @dataclass
 class EntropyBonusConfig(MethodConfig):
-    name: str = "entropy_bonus"
+    name: str = method_name("entropy_bonus")
     coef: float = setting(1e-3, help="coefficient λ_0 of the bonus −λ·H (ours: the middle of the range the "
                           "papers ran)")
     schedule: Schedule = setting(Schedule(), help="annealing of coef (methods/schedule.py; ours, spec §11)")

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import torch
 
-from rlvr_cli.methods.base import Method, MethodConfig, StepContext, TokenNeeds, register_method
+from rlvr_cli.methods.base import Method, MethodConfig, StepContext, TokenNeeds, method_name, register_method
 from rlvr_cli.stats import quantile_1d
 from rlvr_cli.typed import setting
 from rlvr_cli.types import MethodOutput, PolicyBatch, TrainBatch
@@ -47,7 +47,7 @@ def high_entropy_mask(
 
 @dataclass
 class HighEntropyConfig(MethodConfig):
-    name: str = "high_entropy"
+    name: str = method_name("high_entropy")
     rho: float = setting(0.2, help="ρ, the fraction of tokens kept (the highest-entropy 20% in the paper)")
     stats_scope: Literal[SCOPES] = setting("batch", help="batch (threshold over the train batch, rollout "
                                            "entropy; ours) | micro_batch (per loss call, current entropy; TRL)")

@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 import torch
 
-from rlvr_cli.methods.base import Method, MethodConfig, StepContext, TokenNeeds, register_method
+from rlvr_cli.methods.base import Method, MethodConfig, StepContext, TokenNeeds, method_name, register_method
 from rlvr_cli.stats import batch_covariance, token_covariance
 from rlvr_cli.methods.schedule import Schedule, select_count
 from rlvr_cli.typed import setting
@@ -91,7 +91,7 @@ def kl_cov_token_loss(
 
 @dataclass
 class KlCovConfig(MethodConfig):
-    name: str = "kl_cov"
+    name: str = method_name("kl_cov")
     ratio: float = setting(2e-3, ge=0, le=1, help="fraction of the valid tokens penalised, max(floor(ratio·N), 1), "
                            "a fraction (PRIME-RL's k_percent is percent); 2e-3: the paper's 7B value")
     beta: float = setting(1.0, help="penalty coefficient β on |lp − old| (ppo_kl_coef; the paper's 1)")

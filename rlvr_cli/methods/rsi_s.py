@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import torch
 
-from rlvr_cli.methods.base import Method, MethodConfig, StepContext, TokenNeeds, register_method
+from rlvr_cli.methods.base import Method, MethodConfig, StepContext, TokenNeeds, method_name, register_method
 from rlvr_cli.stats import quantile_1d
 from rlvr_cli.typed import setting
 from rlvr_cli.types import MethodOutput, PolicyBatch, TrainBatch
@@ -92,7 +92,7 @@ def rsi_metrics(rsi, logprobs, entropy, keep, mask, r_lo, r_hi) -> dict[str, flo
 
 @dataclass
 class RsiSConfig(MethodConfig):
-    name: str = "rsi_s"
+    name: str = method_name("rsi_s")
     bounds_mode: Literal[BOUNDS_MODES] = setting("fixed", help="fixed (bounds r_lo/r_hi; ours) | quantile "
                                                  "(batch quantiles q_lo/q_hi of RSI)")
     r_lo: float = setting(0.25, help="lower RSI bound, fixed mode (a placeholder of ours)")

@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 import torch
 
-from rlvr_cli.methods.base import Method, MethodConfig, StepContext, TokenNeeds, register_method
+from rlvr_cli.methods.base import Method, MethodConfig, StepContext, TokenNeeds, method_name, register_method
 from rlvr_cli.stats import quantile_1d
 from rlvr_cli.typed import setting
 from rlvr_cli.types import MethodOutput, PolicyBatch, TrainBatch
@@ -125,7 +125,7 @@ def anchor_loss(h_bar: torch.Tensor, anchor: float, coef: float) -> torch.Tensor
 
 @dataclass
 class SirenConfig(MethodConfig):
-    name: str = "siren"
+    name: str = method_name("siren")
     coef: float = setting(0.005, help="λ of λ·(H̄ − H_anchor)² (the reference's entropy_coeff)")
     top_p: float = setting(0.8, gt=0, le=1, help="nucleus mass p of the top-p entropy (entropy_topp)")
     top_k: int = setting(10000, ge=1, help="top-K cap before the nucleus (entropy_topk); topk_truncated_frac "

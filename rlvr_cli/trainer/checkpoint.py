@@ -307,6 +307,10 @@ def describe(out_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
+USAGE = ("usage: rlvr checkpoints RUN_DIR (a run folder, holding checkpoints/step_*)\n"
+         "Each checkpoint's step, size and state (verified / damaged), and the one trainer.resume=auto takes.")
+
+
 def checkpoints_main(args: list[str]) -> None:
     """``rlvr checkpoints RUN_DIR``: each checkpoint's step, size and state (verified / damaged), and
     which one ``trainer.resume=auto`` would take."""
@@ -314,7 +318,7 @@ def checkpoints_main(args: list[str]) -> None:
     from rich.table import Table
 
     if len(args) != 1 or args[0].startswith("-"):
-        raise UserError("usage: rlvr checkpoints RUN_DIR (a run folder, holding checkpoints/step_*)")
+        raise UserError(USAGE.splitlines()[0])
     rows = describe(Path(args[0]))
     if not rows:
         raise UserError(f"{args[0]}: no checkpoints (expected {args[0]}/checkpoints/step_*/)")
