@@ -46,7 +46,7 @@ def child(model: str, rank: int, steps: int, out: str) -> dict:
                                                       f"data={data}", *BASE, f"trainer.max_steps={steps}",
                                                       f"model.lora.rank={rank}", f"model.lora.alpha={2 * rank}"])
     torch.manual_seed(0)
-    trainer = GRPOTrainer(cfg, Path(out))
+    trainer = GRPOTrainer.from_config(cfg, Path(out))
     trainer.fit()
     rows = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
     opt = trainer.engine.optimizer

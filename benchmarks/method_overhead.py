@@ -28,7 +28,7 @@ def trainer_for(method: str, out: str) -> GRPOTrainer:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="train", overrides=[f"method={method}", "trainer.resume=never", "val.every=0",
                                                       "trainer.progress=false"])
-    return GRPOTrainer(cfg, out)
+    return GRPOTrainer.from_config(cfg, out)
 
 
 def main() -> None:

@@ -83,7 +83,7 @@ def trainer_for(overrides: list[str], model: str, rows: int, micro: int, out: st
             f"model.path={model}", f"algo.mini_batch_size={rows}", f"algo.micro_batch_size={micro}",
             "algo.old_logprob_pass=always", "trainer.resume=never", "val.every=0", "trainer.progress=false",
             "optim.lr=1e-6", *overrides])
-    return GRPOTrainer(cfg, out)
+    return GRPOTrainer.from_config(cfg, out)
 
 
 def time_stages(trainer: GRPOTrainer, batch: TrainBatch) -> dict[str, float]:

@@ -48,7 +48,7 @@ def _train(cfg: TrainConfig, out_dir: Path, exit_on_stop: bool = False) -> dict[
     if main_rank:
         print_config(cfg)
         (out_dir / "resolved_config.yaml").write_text(OmegaConf.to_yaml(to_dict(cfg)))
-    trainer = GRPOTrainer(cfg, out_dir)
+    trainer = GRPOTrainer.from_config(cfg, out_dir)
     if main_rank:
         console.print(f"data: {trainer.train_report.summary()}; test: {trainer.test_report.summary()}")
         console.print(f"run folder: {out_dir}")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlvr_cli.configs import EvalRunConfig, TrainConfig, resolve
+from rlvr_cli.configs import EvalRunConfig, TrainConfig
 from rlvr_cli.errors import UserError
 from rlvr_cli.methods.base import method_class, method_config_class, method_names
 from rlvr_cli.paths import compose, group_options
@@ -46,18 +46,13 @@ def sections(config_name: str, values: Mapping[str, Any]) -> list[Section]:
     """Every key of ``rlvr <config_name>``'s typed config, grouped by top-level node, in declaration
     order; the method node is the composed method's own config class."""
     root = ROOTS[config_name]
-    top = Section("", "top-level keys", [])
-    out = [top]
+    out = [Section("", "top-level keys", [(r, _value(values, r)) for r in rows(root) if "." not in r.key])]
     for f in dataclasses.fields(root):
-        tp = hints(root)[f.name]
+        node = hints(root)[f.name]
         if f.name == "method":
-            tp = method_config_class((values.get("method") or {}).get("name", "baseline"))
-        keyed = [(r, _value(values, r)) for r in (rows(tp, f"{f.name}.") if dataclasses.is_dataclass(tp) else
-                                                 [r for r in rows(root) if r.key == f.name])]
-        if dataclasses.is_dataclass(tp):
-            out.append(Section(f.name, f.metadata.get("help", ""), keyed))
-        else:
-            top.keys.extend(keyed)
+            node = method_config_class((values.get("method") or {}).get("name", "baseline"))
+        if dataclasses.is_dataclass(node):
+            out.append(Section(f.name, f.metadata["help"], [(r, _value(values, r)) for r in rows(node, f"{f.name}.")]))
     return out
 
 
@@ -72,17 +67,24 @@ def _value(values: Mapping[str, Any], row: Row) -> Any:
 
 
 def _composed(config_name: str, overrides: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
-    """(the resolved config, each group's chosen option) of ``rlvr <config_name> <overrides>``."""
+    """(the resolved config, each group's chosen option) of ``rlvr <config_name> <overrides>``. A value
+    still to be set stays '???' (the help of ``data=jsonl`` shows ``data.path = '???'``)."""
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
     try:
         cfg = compose(config_name, [o for o in overrides if not o.startswith("-")], hydra_config=True)
     except HydraException as e:
         raise UserError(str(e).splitlines()[0]) from None
     choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
+    del cfg.hydra
+    try:
+        values = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    except OmegaConfBaseException:  # an interpolation that cannot resolve yet: show it as written
+        values = OmegaConf.to_container(cfg, resolve=False)
     # a group placed at a package (``vllm@rollout.vllm``) is still chosen as ``vllm=...``
-    return resolve(cfg), {g.split("@")[0]: str(c) for g, c in choices.items() if not g.startswith("hydra")}
+    return values, {g.split("@")[0]: str(c) for g, c in choices.items() if not g.startswith("hydra")}
 
 
 # ------------------------------------------------------------------------------------------ console
@@ -102,8 +104,8 @@ def help_text(command: str, overrides: list[str], node: str | None = None) -> st
         if config_name == "train":
             lines += [f"  +recipes=NAME  a paper's or the lab's settings on top ({len(group_options('recipes'))} "
                       "recipes; rlvr ls lists them)"]
-        lines += ["", "Keys (KEY=VALUE; shown with the value this composition sets, then the type and help;"
-                  " rlvr {} --help NODE shows one node):".format(command)]
+        lines += ["", f"Keys (KEY=VALUE; shown with the value this composition sets, then the type and help; "
+                  f"rlvr {command} --help NODE shows one node):"]
     else:
         secs = _only(secs, node)
     for sec in secs:

@@ -53,7 +53,6 @@ smaller micro-batch, optimizer offload; where none does alone, the changes that 
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import functools
 import importlib.util
@@ -63,9 +62,17 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rlvr_cli.errors import UserError
+from rlvr_cli.typed import replace_at
+
+if TYPE_CHECKING:  # the typed nodes import torch; the plan imports it only where it needs it
+    from rlvr_cli.configs import TrainConfig
+    from rlvr_cli.methods import MethodConfig
+    from rlvr_cli.models import ModelConfig
+    from rlvr_cli.rollout.config import RolloutConfig, VllmConfig
+    from rlvr_cli.trainer.config import AlgoConfig, TrainerConfig
 
 GiB = 1 << 30
 DEFAULT_GPU_GIB = 80.0  # the plan's GPU where none is visible and trainer.gpu_memory_gb is null
@@ -210,18 +217,17 @@ class Precision:
         return self.weights if self.autocast else self.compute
 
 
-def precision_of(model_cfg: Mapping[str, Any], trainer: Mapping[str, Any]) -> Precision:
+def precision_of(dtype: str, deepspeed: bool, master_weights: str = "fp32") -> Precision:
     """The trainer's own rule (``trainer/precision.py``: ``pick_dtype`` and ``resolve_precision``) as it
-    applies on a GPU, in bytes per element."""
+    applies on a GPU, in bytes per element: ``model.dtype``, ``trainer.kind == deepspeed``,
+    ``trainer.master_weights``."""
     import torch
 
     from rlvr_cli.models import pick_dtype
     from rlvr_cli.trainer.precision import resolve_precision
 
     cuda = torch.device("cuda")
-    deepspeed = trainer.get("kind") == "deepspeed"
-    p = resolve_precision(pick_dtype(str(model_cfg.get("dtype", "auto")), cuda), cuda, deepspeed,
-                          str(trainer.get("master_weights", "fp32")))
+    p = resolve_precision(pick_dtype(dtype, cuda), cuda, deepspeed, master_weights)
     text = p.describe() + (", DeepSpeed bf16 mode (fp32 master weights in its optimizer)"
                            if deepspeed and p.compute == torch.bfloat16 else "")
     return Precision(p.compute.itemsize, p.weights.itemsize, p.autocast_enabled, text)
@@ -239,19 +245,18 @@ class MicroBatch:
     response_tokens: int
 
 
-def micro_batch(c: Mapping[str, Any], shape: ModelShape) -> MicroBatch:
-    algo, rollout = c["algo"], c["rollout"]
-    new = int(rollout["max_new_tokens"])
-    prompt = rollout.get("max_prompt_len")
+def micro_batch(algo: AlgoConfig, rollout: RolloutConfig, shape: ModelShape) -> MicroBatch:
+    new = rollout.max_new_tokens
+    prompt = rollout.max_prompt_len
     if prompt is None:  # no prompt filter: the model's positions bound it
         prompt = max(1, int(shape.max_positions or 4096) - new)
-    seq = int(prompt) + new
-    budget = algo.get("max_tokens_per_micro_batch")
+    seq = prompt + new
+    budget = algo.max_tokens_per_micro_batch
     if budget:
-        rows = max(1, int(budget) // seq)
-        tokens = max(int(budget), seq)  # a row longer than the budget still runs, alone
+        rows = max(1, budget // seq)
+        tokens = max(budget, seq)  # a row longer than the budget still runs, alone
     else:
-        rows = int(algo["micro_batch_size"])
+        rows = algo.micro_batch_size
         tokens = rows * seq
     return MicroBatch(rows, seq, tokens, rows * new)
 
@@ -548,40 +553,28 @@ class Plan:
         return json.dumps(dataclasses.asdict(self), indent=2)
 
 
-def lora_spec(model_cfg: Mapping[str, Any]):
+def lora_spec(model_cfg: ModelConfig):
     """``model.lora`` (``LoraSpec``), or, for ``model.adapter`` (an adapter folder trained on: rank 0
     in the config), the adapter's own rank and layers from its ``adapter_config.json``."""
     from rlvr_cli.lora import ADAPTER_CONFIG, LoraSpec
 
     spec = LoraSpec.from_model_cfg(model_cfg)
-    folder = model_cfg.get("adapter")
+    folder = model_cfg.adapter
     if spec.enabled or not folder or not (Path(folder) / ADAPTER_CONFIG).is_file():
         return spec
     adapter = json.loads((Path(folder) / ADAPTER_CONFIG).read_text())
     targets = adapter.get("target_modules") or spec.target_modules
-    return LoraSpec.from_model_cfg({"lora": {
+    return LoraSpec.of({
         "rank": int(adapter.get("r", 0) or 0), "alpha": float(adapter.get("lora_alpha", spec.alpha) or spec.alpha),
         "target_modules": targets if isinstance(targets, str) else list(targets),
-        "modules_to_save": list(adapter.get("modules_to_save") or ())}})
+        "modules_to_save": list(adapter.get("modules_to_save") or ())})
 
 
-def _plain(cfg: Any) -> dict[str, Any]:
-    """The resolved config as plain containers (a plain mapping is taken as resolved already)."""
-    from omegaconf import DictConfig
-
-    from rlvr_cli.configs import resolve
-    from rlvr_cli.typed import to_dict
-
-    if isinstance(cfg, DictConfig):
-        return resolve(cfg)
-    return to_dict(cfg) if dataclasses.is_dataclass(cfg) else copy.deepcopy(dict(cfg))
-
-
-def gpu_memory(trainer: Mapping[str, Any]) -> tuple[int, str]:
+def gpu_memory(trainer: TrainerConfig) -> tuple[int, str]:
     """(bytes per GPU, where the figure comes from)."""
-    gb = trainer.get("gpu_memory_gb")
+    gb = trainer.gpu_memory_gb
     if gb is not None:
-        return int(float(gb) * GiB), "trainer.gpu_memory_gb"
+        return int(gb * GiB), "trainer.gpu_memory_gb"
     import torch
 
     if torch.cuda.is_available():
@@ -590,50 +583,46 @@ def gpu_memory(trainer: Mapping[str, Any]) -> tuple[int, str]:
     return int(DEFAULT_GPU_GIB * GiB), "assumed: no GPU here; set trainer.gpu_memory_gb"
 
 
-def _grad_stats(method: Mapping[str, Any] | None) -> int:
+def _grad_stats(method: MethodConfig) -> int:
     """[C, V] fp32 tensors a chunk saves for the loss's gradient: the scaled logits (log-probs), plus
     the softmax when the method's loss differentiates the entropy."""
-    try:
-        from rlvr_cli.methods import build_method
+    from rlvr_cli.methods import build_method
 
-        grads = set(build_method(dict(method or {})).needs.update_grad)
-    except Exception:  # noqa: BLE001 (a method the plan cannot build: assume the entropy's gradient)
-        grads = {"entropy"}
+    grads = set(build_method(method).needs.update_grad)
     return 1 + int(bool(grads - {"logprobs"}))
 
 
-def _engine(rollout: Mapping[str, Any]) -> str:
-    engine = rollout.get("engine", "hf")
-    if engine == "auto":
+def _engine(rollout: RolloutConfig) -> str:
+    if rollout.engine == "auto":
         return "vllm" if importlib.util.find_spec("vllm") is not None else "hf"
-    return str(engine)
+    return rollout.engine
 
 
-def _trainer_text(trainer: Mapping[str, Any]) -> str:
-    if trainer.get("kind") != "deepspeed":
+def _trainer_text(trainer: TrainerConfig) -> str:
+    if trainer.kind != "deepspeed":
         return "single"
-    text = f"ZeRO-{int(trainer.get('zero_stage', 0))}"
-    off = [k for k in ("optimizer", "param") if trainer.get(f"offload_{k}")]
-    return text + (f" (offload {', '.join(off)})" if off else "")
+    off = [k for k in ("optimizer", "param") if getattr(trainer, f"offload_{k}")]
+    return f"ZeRO-{trainer.zero_stage}" + (f" (offload {', '.join(off)})" if off else "")
 
 
 def build_plan(cfg: Any, world: int | None = None, gpu_bytes: int | None = None, suggest: bool = True) -> Plan:
-    """The memory plan of a composed ``rlvr train`` config (DictConfig or plain dict)."""
-    from rlvr_cli.configs import world_size
+    """The memory plan of a composed ``rlvr train`` config (a ``TrainConfig``, or a DictConfig or plain
+    mapping, loaded first)."""
+    from rlvr_cli.configs import load_train_config, world_size
     from rlvr_cli.lora import target_module_names, trainable_parameters
 
-    c = _plain(cfg)
-    model_cfg, trainer, algo, rollout = c["model"], c.get("trainer") or {}, c["algo"], c["rollout"]
-    shape = model_shape(str(model_cfg["path"]), bool(model_cfg.get("trust_remote_code", False)))
-    deepspeed = trainer.get("kind") == "deepspeed"
+    c = load_train_config(cfg, world)
+    model_cfg, trainer, algo, rollout = c.model, c.trainer, c.algo, c.rollout
+    shape = model_shape(model_cfg.path, model_cfg.trust_remote_code)
+    deepspeed = trainer.kind == "deepspeed"
     world = world_size(trainer) if world is None else world
-    nodes = max(1, int(trainer.get("nodes", 1) or 1)) if deepspeed else 1
+    nodes = trainer.nodes if deepspeed else 1
     gpus_per_node = max(1, world // nodes)
-    stage = int(trainer.get("zero_stage", 0) or 0) if deepspeed else -1
-    off_opt = bool(trainer.get("offload_optimizer")) and deepspeed
-    off_param = bool(trainer.get("offload_param")) and stage == 3
+    stage = trainer.zero_stage if deepspeed else -1
+    off_opt = trainer.offload_optimizer and deepspeed
+    off_param = trainer.offload_param and stage == 3
     total_gpu, gpu_source = (gpu_bytes, "given") if gpu_bytes is not None else gpu_memory(trainer)
-    prec = precision_of(model_cfg, trainer)
+    prec = precision_of(model_cfg.dtype, deepspeed, trainer.master_weights)
     a = prec.compute
     spec = lora_spec(model_cfg)
     p = shape.params
@@ -670,34 +659,32 @@ def build_plan(cfg: Any, world: int | None = None, gpu_bytes: int | None = None,
             copies = a * (trainable if spec.enabled else shape.linear_params)
     # --- KL reference
     reference = 0
-    if algo.get("kl", {}).get("enabled") and not spec.enabled:
+    if algo.kl.enabled and not spec.enabled:
         reference = 0 if off_param else int(a * p / n3) + (a * shape.largest_layer if stage == 3 else 0)
     # --- activations and the LM-head chunks
-    mb = micro_batch(c, shape)
-    gc = bool(model_cfg.get("gradient_checkpointing", False))
-    attn = model_cfg.get("attn_implementation") or "sdpa"
+    mb = micro_batch(algo, rollout, shape)
+    gc = model_cfg.gradient_checkpointing
+    attn = model_cfg.attn_implementation or "sdpa"
     act = activation_bytes(shape, mb, prec, attn, gc, lora)
     other = activation_bytes(shape, mb, prec, attn, not gc, lora)
-    ckpt_logits = trainer.get("checkpoint_logits", "auto")
-    ckpt_logits = shape.vocab >= 32_000 if ckpt_logits == "auto" else bool(ckpt_logits)
-    chunks = logit_chunks(shape, mb, int(trainer.get("logprob_chunk_size", 1024)), _grad_stats(c.get("method")),
-                          ckpt_logits, a).peak
+    ckpt_logits = trainer.checkpoint_logits
+    ckpt_logits = shape.vocab >= 32_000 if ckpt_logits == "auto" else ckpt_logits
+    chunks = logit_chunks(shape, mb, trainer.logprob_chunk_size, _grad_stats(c.method), ckpt_logits, a).peak
     # --- rollout
     engine = _engine(rollout)
-    vllm_cfg = rollout.get("vllm") or {}
+    vllm_cfg = rollout.vllm
     vllm = vllm_update = kv = prefill = gathered = 0
     if engine == "vllm":
-        if vllm_cfg.get("kv_cache_memory_bytes"):
-            vllm = a * p + int(vllm_cfg["kv_cache_memory_bytes"])  # its weights + the fixed KV cache
+        if vllm_cfg.kv_cache_memory_bytes:
+            vllm = a * p + vllm_cfg.kv_cache_memory_bytes  # its weights + the fixed KV cache
         else:
-            vllm = int(float(vllm_cfg.get("gpu_memory_utilization") or 0.5) * total_gpu)
-        vllm_update = 0 if vllm_cfg.get("sleep", True) else vllm
+            vllm = int(vllm_cfg.gpu_memory_utilization * total_gpu)
+        vllm_update = 0 if vllm_cfg.sleep else vllm
     else:
-        batch = int(rollout.get("batch_size", 128))
+        batch = rollout.batch_size
         kv = batch * mb.seq_len * shape.kv_cache_bytes_per_token(a)
-        group = max(1, int(algo.get("group_size", 1)))
-        prompts = batch if rollout.get("sampler", "auto") == "hf" else math.ceil(batch / group)
-        prompt_len = mb.seq_len - int(rollout["max_new_tokens"])
+        prompts = batch if rollout.sampler == "hf" else math.ceil(batch / algo.group_size)
+        prompt_len = mb.seq_len - rollout.max_new_tokens
         # the prefill's largest transients (gate, up, their product) + q/k/v/out, and the sampling
         # logits of every row (fp32, with the filtered copy)
         prefill = prompts * prompt_len * a * (3 * shape.intermediate + 4 * shape.hidden) + batch * shape.vocab * 4 * 2
@@ -739,7 +726,7 @@ def gib(n: float) -> str:
 
 
 def _rows(plan: Plan, shape: ModelShape, mb: MicroBatch, prec: Precision, act: Activations, other: Activations,
-          spec, stage: int, ckpt_logits: bool, vllm_cfg: Mapping[str, Any], c: Mapping[str, Any]) -> list[Row]:
+          spec, stage: int, ckpt_logits: bool, vllm_cfg: VllmConfig, c: TrainConfig) -> list[Row]:
     n = plan.world
     deepspeed = stage >= 0
     what = "adapter " if spec.enabled else ""
@@ -747,13 +734,13 @@ def _rows(plan: Plan, shape: ModelShape, mb: MicroBatch, prec: Precision, act: A
         est = f"DeepSpeed estimate_zero{3 if stage == 3 else 2}_model_states_mem_needs"
         how = {3: f"bf16 partition /{n} + gathered largest layer ({shape.largest_layer_name})",
                2: "bf16, whole", 1: "bf16, whole", 0: "bf16, whole"}[stage]
-        if stage == 3 and (c.get("trainer") or {}).get("offload_param"):
+        if stage == 3 and c.trainer.offload_param:
             how = f"the gathered largest layer ({shape.largest_layer_name}); partitions in CPU memory"
         rows = [Row(f"{what}parameters", plan.parameters, "all", f"{how}; {est}"),
                 Row(f"{what}gradients", plan.gradients, "all",
                     "in CPU memory (offload)" if plan.gradients == 0 else
-                    "the gathered layer's 16-bit gradient; fp32 partitions in CPU memory" if stage == 3 and (
-                        c.get("trainer") or {}).get("offload_optimizer") else
+                    "the gathered layer's 16-bit gradient; fp32 partitions in CPU memory"
+                    if stage == 3 and c.trainer.offload_optimizer else
                     f"16-bit + fp32, partitioned /{n if stage >= 2 else 1}" + (" (ZeRO-1: 16-bit whole)" if stage == 1 else "")),
                 Row(f"{what}optimizer states", plan.optimizer, "all",
                     "in CPU memory (offload)" if plan.optimizer == 0 else
@@ -772,7 +759,7 @@ def _rows(plan: Plan, shape: ModelShape, mb: MicroBatch, prec: Precision, act: A
                         f"rank {spec.rank}: {plan.trainable / 1e6:.1f}M trainable; base in the model dtype"
                         + (f", partitioned /{n}" if stage == 3 else "")
                         + (" (offloaded)" if plan.frozen_base == 0 else "")))
-    if c["algo"].get("kl", {}).get("enabled"):
+    if c.algo.kl.enabled:
         rows.append(Row("KL reference model", plan.reference, "all",
                         "LoRA: the base with adapters off, no copy" if spec.enabled else
                         "bf16 copy" + (f", partitioned /{n}" if stage == 3 else ", whole")))
@@ -781,20 +768,20 @@ def _rows(plan: Plan, shape: ModelShape, mb: MicroBatch, prec: Precision, act: A
                     f"{mb.rows} rows x {mb.seq_len} tokens = {mb.tokens} tokens, checkpointing {gc} "
                     f"(saved {gib(act.saved)} + backward {gib(act.working)}); "
                     f"checkpointing {'off' if act.gradient_checkpointing else 'on'}: {gib(other.peak)} GiB"))
-    chunk = int(c.get("trainer", {}).get("logprob_chunk_size", 1024))
+    chunk = c.trainer.logprob_chunk_size
     rows.append(Row("log-prob / entropy chunks", plan.logprob_chunks, "update",
                     f"{min(chunk, mb.response_tokens)} tokens x {shape.vocab} vocab, fp32; "
                     f"chunk checkpointing {'on' if ckpt_logits else 'off (every chunk kept)'}"))
     if plan.rollout_engine == "vllm":
-        util = vllm_cfg.get("gpu_memory_utilization") or 0.5
-        how = (f"its weights + kv_cache_memory_bytes" if vllm_cfg.get("kv_cache_memory_bytes")
+        util = vllm_cfg.gpu_memory_utilization
+        how = ("its weights + kv_cache_memory_bytes" if vllm_cfg.kv_cache_memory_bytes
                else f"gpu_memory_utilization {util} x {gib(plan.gpu_bytes)} GiB")
         rows.append(Row("vLLM engine", plan.vllm, "rollout", how))
         rows.append(Row("vLLM during the update", plan.vllm_in_update, "update",
                         "awake (sleep=false)" if plan.vllm_in_update else
                         "asleep (level 2: weights and KV cache freed)"))
     else:
-        batch = int(c["rollout"].get("batch_size", 128))
+        batch = c.rollout.batch_size
         rows.append(Row("HF rollout KV cache", plan.rollout_kv, "rollout",
                         f"{batch} sequences x {mb.seq_len} tokens x "
                         f"{shape.kv_cache_bytes_per_token(prec.compute) // 1024} KiB"))
@@ -804,47 +791,37 @@ def _rows(plan: Plan, shape: ModelShape, mb: MicroBatch, prec: Precision, act: A
     if plan.load_bytes:
         rows.append(Row("loading", plan.load_bytes, "load", "full bf16 copy per GPU before DeepSpeed partitions it"))
     rows.append(Row("CUDA context, workspaces", plan.runtime, "all", "rough constant"))
-    if plan.cpu_bytes and (c.get("trainer") or {}).get("offload_optimizer"):
+    if plan.cpu_bytes and c.trainer.offload_optimizer:
         rows.append(Row("CPU memory per node", plan.cpu_bytes, "cpu", "DeepSpeed's estimate; not on the GPU"))
     return rows
 
 
-def _with(c: Mapping[str, Any], **paths: Any) -> dict[str, Any]:
+def _with(c: TrainConfig, **paths: Any) -> TrainConfig:
     """A copy of ``c`` with ``a__b=value`` set at ``a.b``."""
-    out = copy.deepcopy(dict(c))
-    for dotted, value in paths.items():
-        node = out
-        *parents, leaf = dotted.split("__")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
-    return out
+    return replace_at(c, {dotted.replace("__", "."): value for dotted, value in paths.items()})
 
 
 Change = tuple[list[str], Any]  # (the overrides as typed, config -> changed config)
 
 
-def _changes(c: Mapping[str, Any], world: int) -> list[list[Change]]:
+def _changes(c: TrainConfig, world: int) -> list[list[Change]]:
     """The verdict's changes, in order, in groups (the options of one kind, mildest first): ZeRO-3
     (several ranks), LoRA, gradient checkpointing then halving the micro-batch, optimizer offload."""
-    model, trainer, algo = c["model"], c.get("trainer") or {}, c["algo"]
-    deepspeed = trainer.get("kind") == "deepspeed"
-    stage = int(trainer.get("zero_stage", 0) or 0) if deepspeed else -1
+    model, trainer, algo = c.model, c.trainer, c.algo
+    deepspeed = trainer.kind == "deepspeed"
+    stage = trainer.zero_stage if deepspeed else -1
     groups: list[list[Change]] = []
     if world > 1 and deepspeed and stage != 3:
         groups.append([(["trainer.zero_stage=3"], lambda x: _with(x, trainer__zero_stage=3))])
-    lora = model.get("lora") or {}
-    if not int(lora.get("rank", 0) or 0):
-        key = "model.lora.rank" if "lora" in model else "+model.lora.rank"
-        groups.append([([f"{key}={LORA_RANK}"],
-                        lambda x: _with(x, model__lora={**(x["model"].get("lora") or {}), "rank": LORA_RANK}))])
+    if not model.lora.rank:
+        groups.append([([f"model.lora.rank={LORA_RANK}"], lambda x: _with(x, model__lora__rank=LORA_RANK))])
     smaller: list[Change] = []
     gc: list[str] = []
-    if not model.get("gradient_checkpointing"):
+    if not model.gradient_checkpointing:
         gc = ["model.gradient_checkpointing=true"]
         smaller.append((list(gc), lambda x: _with(x, model__gradient_checkpointing=True)))
-    key = "max_tokens_per_micro_batch" if algo.get("max_tokens_per_micro_batch") else "micro_batch_size"
-    size, floor = int(algo[key]), (1 if key == "micro_batch_size" else 256)
+    key = "max_tokens_per_micro_batch" if algo.max_tokens_per_micro_batch else "micro_batch_size"
+    size, floor = getattr(algo, key), (1 if key == "micro_batch_size" else 256)
     while size > floor:
         size = max(floor, size // 2)
         smaller.append(([*gc, f"algo.{key}={size}"],
@@ -852,19 +829,19 @@ def _changes(c: Mapping[str, Any], world: int) -> list[list[Change]]:
     if smaller:
         groups.append(smaller)
     if not deepspeed:
-        groups.append([(["trainer=zero2_offload"], lambda x: _with(x, trainer={
-            **x.get("trainer", {}), "kind": "deepspeed", "zero_stage": 2, "offload_optimizer": True,
-            "offload_param": False, "gpus": 1, "nodes": 1}))])
-    elif not trainer.get("offload_optimizer"):
+        groups.append([(["trainer=zero2_offload"], lambda x: _with(
+            x, trainer__kind="deepspeed", trainer__zero_stage=2, trainer__offload_optimizer=True,
+            trainer__offload_param=False, trainer__gpus=1, trainer__nodes=1))])
+    elif not trainer.offload_optimizer:
         ovr = ["trainer.offload_optimizer=true"] if stage >= 2 else \
             ["trainer.zero_stage=2", "trainer.offload_optimizer=true"]
         groups.append([(ovr, lambda x: _with(x, trainer__zero_stage=max(2, stage), trainer__offload_optimizer=True))])
-    elif stage == 3 and not trainer.get("offload_param"):
+    elif stage == 3 and not trainer.offload_param:
         groups.append([(["trainer.offload_param=true"], lambda x: _with(x, trainer__offload_param=True))])
     return groups
 
 
-def _first_fit(c: Mapping[str, Any], world: int, total_gpu: int) -> tuple[list[str] | None, Plan | None]:
+def _first_fit(c: TrainConfig, world: int, total_gpu: int) -> tuple[list[str] | None, Plan | None]:
     """The overrides of the first change whose plan fits, and that plan. Where no single change fits,
     the kinds of change accumulate in the same order (each kind at its strongest until one on top
     fits), then each earlier kind backs off to the mildest option that still fits (or goes); the
@@ -872,10 +849,10 @@ def _first_fit(c: Mapping[str, Any], world: int, total_gpu: int) -> tuple[list[s
     groups = _changes(c, world)
 
     def plan_of(choice: Mapping[int, int]) -> Plan:  # kind -> its option
-        changed = copy.deepcopy(dict(c))
+        changed = c
         for g, o in sorted(choice.items()):
             changed = groups[g][o][1](changed)
-        ranks = world if (changed.get("trainer") or {}).get("kind") == "deepspeed" else 1
+        ranks = world if changed.trainer.kind == "deepspeed" else 1
         return build_plan(changed, world=ranks, gpu_bytes=total_gpu, suggest=False)
 
     def overrides(choice: Mapping[int, int]) -> list[str]:
@@ -964,9 +941,10 @@ def check_before_train(cfg: Any) -> str | None:
 
     import torch
 
-    c = _plain(cfg)
-    trainer = c.get("trainer") or {}
-    if trainer.get("gpu_memory_gb") is None and not torch.cuda.is_available():
+    from rlvr_cli.configs import load_train_config
+
+    c = load_train_config(cfg)
+    if c.trainer.gpu_memory_gb is None and not torch.cuda.is_available():
         return None
     main = int(os.environ.get("RANK", "0")) == 0
     try:
@@ -977,7 +955,7 @@ def check_before_train(cfg: Any) -> str | None:
         return None
     if main:
         print(plan.verdict, flush=True)
-    if not plan.fits and not trainer.get("ignore_memory_plan", False):
+    if not plan.fits and not c.trainer.ignore_memory_plan:
         raise UserError(f"{plan.verdict.removeprefix('plan: ')} (rlvr plan shows the table; "
                         f"trainer.ignore_memory_plan=true starts it anyway)")
     return plan.verdict

@@ -232,6 +232,18 @@ def _node_of(tp: Any) -> Any:
     return nodes[0] if nodes else None
 
 
+def replace_at(node: T, values: Mapping[str, Any]) -> T:
+    """A copy of a loaded config with each dotted key set (``{"trainer.zero_stage": 3}``); the nodes on
+    the way are copied, the rest shared. The node's own ``problems`` rules are not run again."""
+    changes: dict[str, dict[str, Any]] = {}
+    for dotted, value in values.items():
+        head, _, rest = dotted.partition(".")
+        changes.setdefault(head, {})[rest] = value
+    kwargs = {head: (replace_at(getattr(node, head), sub) if "" not in sub else sub[""])
+              for head, sub in changes.items()}
+    return dataclasses.replace(node, **kwargs)
+
+
 def to_dict(node: Any) -> Any:
     """A loaded config as plain containers (what ``resolved_config.yaml`` and the checkpoint keep)."""
     return dataclasses.asdict(node) if dataclasses.is_dataclass(node) else node

@@ -98,7 +98,7 @@ def worker(model_dir: Path, trainer: str, steps: int, quick: bool, out_json: Pat
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides(model_dir, trainer, steps, quick, smoke))
     run_dir = out_json.with_suffix("")
-    trainer_obj = GRPOTrainer(cfg, run_dir)
+    trainer_obj = GRPOTrainer.from_config(cfg, run_dir)
     model = trainer_obj.model
     zero3 = trainer_obj.actor.zero3
     ckpt_calls = []

@@ -311,3 +311,13 @@ def test_eval_rules(override, expected):
 def test_rollout_engine_values_are_checked_in_one_line(override, named):
     with pytest.raises(UserError, match=re.escape(named)):
         load_train_config(_compose([override]))
+
+
+def test_replace_at_sets_dotted_keys_on_a_copy():
+    from rlvr_cli.typed import replace_at
+
+    c = load_train_config(_compose([]), world=1)
+    d = replace_at(c, {"trainer.zero_stage": 3, "model.lora.rank": 8, "seed": 5})
+    assert (d.trainer.zero_stage, d.model.lora.rank, d.seed) == (3, 8, 5)
+    assert (c.trainer.zero_stage, c.model.lora.rank, c.seed) == (None, 0, 0)  # the original is untouched
+    assert d.rollout is c.rollout and d.model.lora is not c.model.lora

@@ -59,6 +59,8 @@ def test_the_help_of_one_node(capsys):
     assert all(k.startswith("rollout.") for k in keys) and "Config groups" not in out
     main(["eval", "model.path=some/model", "--help", "model.path"])
     assert re.findall(r"^  ([\w.]+) = (\S+)", capsys.readouterr().out, re.M) == [("model.path", "'some/model'")]
+    main(["train", "data=jsonl", "--help", "data.path"])  # a value still to be set does not stop the help
+    assert re.findall(r"^  ([\w.]+) = (\S+)", capsys.readouterr().out, re.M) == [("data.path", "'???'")]
 
 
 def test_an_unknown_node_names_the_valid_ones(capsys):

@@ -466,7 +466,7 @@ def test_the_whole_update_forward_matches_activations_plus_the_logit_chunks(entr
 def test_checkpointing_cuts_the_7b_activations_to_the_layer_inputs():
     shape = P.model_shape("Qwen/Qwen2.5-Math-7B")
     mb = P.MicroBatch(64, 576, 64 * 576, 64 * 64)
-    prec = P.precision_of({"dtype": "auto"}, {"kind": "deepspeed"})
+    prec = P.precision_of("auto", deepspeed=True)
     off = P.activation_bytes(shape, mb, prec, "sdpa", False)
     on = P.activation_bytes(shape, mb, prec, "sdpa", True)
     layer = P.layer_saved_bytes(shape, prec, "sdpa", 576)

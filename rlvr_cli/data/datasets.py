@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from rlvr_cli.data.config import ANSWER_FORMATS, DataConfig, benchmark_config
+from rlvr_cli.data.config import ANSWER_FORMATS, DataConfig, RowFields, benchmark_config
 from rlvr_cli.data.prompts import render_messages, render_prompt
 from rlvr_cli.errors import UserError
 from rlvr_cli.rewards.extract import extract_answer
@@ -100,22 +100,24 @@ def get_field(row: dict, keys: Any) -> Any:
     return None
 
 
-def canonical_rows(rows: list[Any], fields: dict[str, Any]) -> list[Any]:
-    """Rows as ``{id, problem, answer}`` with the source's field names resolved (``fields``: problem_key,
-    answer_key, id_key, answer_format). gsm8k answers without "####" (already clean copies) are taken as
-    they are. Malformed rows pass through unchanged so ``rows_to_prompts`` counts them. Shared by
-    training, in-training validation and ``rlvr eval``: one definition of a gold answer per source."""
+def canonical_rows(rows: list[Any], fields: RowFields | Mapping[str, Any]) -> list[Any]:
+    """Rows as ``{id, problem, answer}`` with the source's field names resolved (``fields``: a data
+    config or a benchmark, or a mapping of their problem_key, answer_key, id_key, answer_format). gsm8k
+    answers without "####" (already clean copies) are taken as they are. Malformed rows pass through
+    unchanged so ``rows_to_prompts`` counts them. Shared by training, in-training validation and
+    ``rlvr eval``: one definition of a gold answer per source."""
+    fields = load(RowFields, fields)
     out: list[Any] = []
     for row in rows:
         if not isinstance(row, dict):
             out.append(row)
             continue
-        raw = get_field(row, fields.get("answer_key", "answer"))
-        fmt = fields.get("answer_format", "plain")
+        raw = get_field(row, fields.answer_key)
+        fmt = fields.answer_format
         if fmt == "gsm8k" and raw is not None and "####" not in str(raw):
             fmt = "plain"
-        pid = get_field(row, fields.get("id_key", "id"))
-        out.append({"problem": get_field(row, fields.get("problem_key", "problem")),
+        pid = get_field(row, fields.id_key)
+        out.append({"problem": get_field(row, fields.problem_key),
                     "answer": normalise_answer(raw, fmt), **({"id": str(pid)} if pid is not None else {})})
     return out
 
@@ -221,13 +223,13 @@ def load_prompts(data_cfg: DataConfig | Mapping[str, Any], tokenizer, split: str
         params = dict(data_cfg.synthetic or {})
         rows = synthetic_split(split, n, **params)
         return rows_to_prompts(rows, tokenizer, data_cfg.template, source=f"{params.get('task', 'arith')}/{split}", **limits)
-    fields = data_cfg.fields()
+    fields: RowFields = data_cfg
     path, hub_split, subset = data_cfg.path, data_cfg.split, data_cfg.subset
     if split == "test":
         path, hub_split = data_cfg.test_path, data_cfg.test_split
         if data_cfg.test_benchmark:
             bench = benchmark_config(data_cfg.test_benchmark)
-            fields = bench.fields()
+            fields = bench
             path, hub_split, subset = path or bench.path or bench.hub_id, bench.split or "test", bench.subset
     if not path:
         raise UserError(f"data.{'path' if split == 'train' else 'test_path'} is not set for data={data_cfg.name}")
@@ -235,7 +237,7 @@ def load_prompts(data_cfg: DataConfig | Mapping[str, Any], tokenizer, split: str
     limit = data_cfg.train_size if split == "train" else data_cfg.test_size
     if limit:
         rows = rows[:limit]
-    names = (_name(fields["problem_key"]), _name(fields["answer_key"]))
+    names = (_name(fields.problem_key), _name(fields.answer_key))
     return rows_to_prompts(canonical_rows(rows, fields), tokenizer, data_cfg.template,
                            source=f"{path}:{hub_split}", skipped=bad, names=names, **limits)
 

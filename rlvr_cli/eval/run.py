@@ -127,7 +127,7 @@ def load_benchmark(bench: BenchmarkConfig, tokenizer, ev: EvalConfig) -> tuple[l
         source["rows_in_source"] = len(rows) + sum(bad.values())
         if limit:
             rows = rows[:limit]
-        rows = canonical_rows(rows, bench.fields())
+        rows = canonical_rows(rows, bench)
     prompts, report = rows_to_prompts(rows, tokenizer, template, source=name, skipped=bad)
     damaged = sum(bool(_ESCAPE_DAMAGE.search(p.problem)) for p in prompts)
     if damaged:

@@ -4,7 +4,6 @@
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import signal
@@ -18,30 +17,22 @@ from omegaconf import DictConfig
 from rlvr_cli import diagnostics
 from rlvr_cli import dist as ddp
 from rlvr_cli.advantages import grpo_advantages, zero_std_groups
-from rlvr_cli.data.datasets import PromptSampler, load_prompts
-from rlvr_cli.configs import TrainConfig, load_train_config
+from rlvr_cli.configs import TrainConfig
 from rlvr_cli.errors import UserError
 from rlvr_cli.eval import sample_and_grade, summarize_samples
-from rlvr_cli.lora import LoraSpec, summary as lora_summary
 from rlvr_cli.losses import agg_loss, kl_penalty, masked_mean, micro_batch_loss
-from rlvr_cli.methods import StepContext, build_method
+from rlvr_cli.methods import StepContext
 from rlvr_cli.stats import entropy_dynamics
-from rlvr_cli.models import ModelConfig, has_dropout, load_model, load_tokenizer, pick_device, pick_dtype
+from rlvr_cli.models import has_dropout
 from rlvr_cli.progress import StepProgress
-from rlvr_cli.rewards import build_grader
-from rlvr_cli.rewards.functions import RewardInputs, build_rewards, score as reward_score
+from rlvr_cli.rewards.functions import RewardInputs, score as reward_score
 from rlvr_cli.rollout.correction import importance_weights, mismatch_metrics, weight_metrics
 from rlvr_cli.rollout.config import SamplingSpec
-from rlvr_cli.rollout.engines import build_engine
-from rlvr_cli.rollout.stopping import resolve_stop
 from rlvr_cli.trainer import checkpoint as ckpt
 from rlvr_cli.trainer.actor import Actor, Totals, rows
-from rlvr_cli.trainer.config import zero3_diagnose_error
-from rlvr_cli.trainer.engine import DeepSpeedEngine, OptimConfig, TorchEngine, deepspeed_config, zero3_reference
-from rlvr_cli.trainer.precision import resolve_precision
+from rlvr_cli.trainer.setup import RunParts, build_run
 from rlvr_cli.trainer.signals import GracefulStop, StepAbandoned, exit_code, name as signal_name
 from rlvr_cli.timing import StageTimer
-from rlvr_cli.tracking import build_tracker
 from rlvr_cli.typed import to_dict
 from rlvr_cli.types import MethodOutput, PolicyBatch, Rollouts, TrainBatch
 
@@ -65,94 +56,45 @@ def _mean(values: list[float]) -> float:
 class GRPOTrainer:
     """One policy, one method, one run folder. ``fit()`` trains to ``trainer.max_steps``."""
 
-    def __init__(self, cfg: TrainConfig | DictConfig, out_dir: str | Path):
-        cfg = self.cfg = load_train_config(cfg)
-        self.out_dir = Path(out_dir)
+    def __init__(self, parts: RunParts):
+        """A run of ``parts`` (``trainer.setup.build_run``); ``GRPOTrainer.from_config(cfg, out_dir)`` builds them."""
+        cfg = self.cfg = parts.cfg
+        self.out_dir = parts.out_dir
         self.algo, self.rollout_cfg, self.trainer_cfg = cfg.algo, cfg.rollout, cfg.trainer
-        if self.trainer_cfg.num_threads:
-            torch.set_num_threads(self.trainer_cfg.num_threads)
-        self.device = pick_device(self.trainer_cfg.device)
-        self.distributed = self.trainer_cfg.kind == "deepspeed"
-        if self.distributed:
-            ddp.init_distributed(self.device, self.trainer_cfg.dist_backend)
-            if self.device.type == "cuda":
-                self.device = torch.device("cuda", torch.cuda.current_device())
-        self.rank, self.world = ddp.rank(), ddp.world_size()
-        torch.manual_seed(cfg.seed + self.rank)  # ranks sample different responses
-        self.tokenizer = load_tokenizer(cfg.model)
-        overlong = dict(max_prompt_len=self.rollout_cfg.max_prompt_len,
-                        overlong=self.rollout_cfg.overlong_prompts)
-        self.train_prompts, self.train_report = load_prompts(cfg.data, self.tokenizer, "train", **overlong)
-        self.test_prompts, self.test_report = load_prompts(cfg.data, self.tokenizer, "test", **overlong)
-        self.test_prompts = self.test_prompts[: cfg.val.size] if cfg.val.size else self.test_prompts
-        self.sampler = PromptSampler(self.train_prompts, cfg.seed)
-        self.method = build_method(cfg.method)
-        self.algo_clip = self.algo.clip_spec()  # plain GRPO's: the "without the method" loss of the diagnostic
-        self.clip = dataclasses.replace(self.algo_clip, **self.method.clip_overrides)
+        process, data = parts.process, parts.data
+        self.device, self.distributed, self.rank, self.world = (process.device, process.distributed, process.rank,
+                                                                process.world)
+        self.tokenizer = parts.tokenizer
+        self.train_prompts, self.train_report = data.train_prompts, data.train_report
+        self.test_prompts, self.test_report, self.sampler = data.test_prompts, data.test_report, data.sampler
+        self.method, self.algo_clip, self.clip = parts.method, parts.algo_clip, parts.clip
+        self.grader, self.reward_terms = parts.grader, parts.reward_terms
+        self.precision, self.engine, self.lora = parts.policy.precision, parts.policy.engine, parts.policy.lora
+        self.actor, self.stop, self.rollout, self.tracker = parts.actor, parts.stop, parts.rollout, parts.tracker
+        self.resume_from = parts.resume_from
         # method/grad_ratio and grad_cos every N steps (rlvr_cli.diagnostics; 0 = off)
         self.diagnose_every = self.trainer_cfg.diagnose_every
         self._diagnosis: dict[str, float] = {}  # the current step's, merged into update()'s metrics
         self._diagnose_at: tuple[int, int] | None = None  # (epoch, mini-batch) diagnosed in this step
-        self.grader = build_grader(cfg.reward)
-        self.reward_terms = build_rewards(cfg.reward, self.rollout_cfg.max_new_tokens)
         self.term_values: list[dict[str, list[float]]] = []  # each reward term's values, per sampling round
-        self.step, self.bad_streak, self.prev_entropy = 0, 0, None
+        resumed = parts.resumed
+        self.step, self.bad_streak, self.prev_entropy = (resumed.step, resumed.bad_streak, resumed.prev_entropy) \
+            if resumed else (0, 0, None)
+        self.saved_step: int | None = self.step if resumed else None  # the newest checkpoint this process wrote
         self.gen_s = 0.0  # generation seconds of the current step (all refill rounds)
         self.timer = StageTimer(self.device)  # timing_s/<stage> of the current step
-        self.resume_from = self._resolve_resume()
         self.stopper = GracefulStop(self.trainer_cfg.stop_mode, abandon_allowed=self.world == 1)
         self.stopped_by: int | None = None  # the signal that ended the run early (``exit_code`` gives the status)
-        self.saved_step: int | None = None  # the step of the newest checkpoint this process wrote
-        model_cfg = cfg.model
-        compute = pick_dtype(model_cfg.dtype, self.device)
-        self.precision = resolve_precision(compute, self.device, self.distributed, self.trainer_cfg.master_weights)
-        # LoRA: the base from model.path (frozen, in the compute dtype) and the adapter (fresh, model.adapter,
-        # or the checkpoint's on resume); else the full policy (the checkpoint's hf/ export on resume)
-        self.lora = LoraSpec.from_model_cfg(model_cfg).enabled or bool(model_cfg.adapter)
-        resume_adapter = self.resume_from / "adapter" if self.resume_from and self.lora else None
-        policy_path = str(self.resume_from / "hf") if self.resume_from and not self.lora else None
-        model = load_model(model_cfg, self.device, policy_path,
-                           dtype=self.precision.compute if self.lora else self.precision.weights,
-                           adapter=resume_adapter, merge_adapter=False,
-                           adapter_dtype=self.precision.weights)  # fp32 adapters over a bf16 base on one GPU
-        self.engine = self._build_engine(model, cfg.optim)
-        if self.diagnose_every and isinstance(self.engine, DeepSpeedEngine) and self.engine.zero_stage == 3:
-            raise UserError(zero3_diagnose_error(self.diagnose_every))  # e.g. a stage set in trainer.deepspeed
-        kl = self.algo.kl.enabled
-        ref_model = self._load_reference(model_cfg, compute) if kl and not self.lora else None
-        self.actor = Actor(
-            self.engine, self.precision, self.device, self.algo.micro_batch_size, self.rollout_cfg.temperature,
-            self.trainer_cfg.logprob_chunk_size, self.trainer_cfg.checkpoint_logits,
-            ref_model, ref_adapters_off=kl and self.lora, zero3=isinstance(self.engine, DeepSpeedEngine) and self.engine.zero_stage == 3,
-            max_tokens_per_micro_batch=self.algo.max_tokens_per_micro_batch,
-            remove_padding=self.algo.use_remove_padding,
-        )
-        self.stop = resolve_stop(self.model, self.tokenizer, [*(model_cfg.stop_tokens or []),
-                                 *(self.rollout_cfg.stop_token_ids or [])], self.rollout_cfg.stop or [])
-        ddp.print0(f"policy: {self.precision.describe()} on {self.device}"
-                   + (", gradient checkpointing" if model_cfg.gradient_checkpointing else "")
-                   + (f", LoRA ({lora_summary(self.model)})" if self.lora else "")
-                   + f"; optimizer: {self.engine.optimizer_name}")
-        resumed_metrics = None
-        if self.resume_from:
-            state = ckpt.load_state(self.resume_from, self.rank)
-            self._restore(state)
-            self.saved_step, resumed_metrics = self.step, state.get("metrics")
         r, v = self.rollout_cfg, cfg.val
         self.spec = SamplingSpec(r.temperature, r.top_p, r.max_new_tokens, self.stop)
         self.val_spec = SamplingSpec(v.temperature, v.top_p, v.max_new_tokens, self.stop)
-        self.rollout = build_engine(
-            r.engine, model=self.model, tokenizer=self.tokenizer, policy=self.actor.sampling,
-            batch_size=r.batch_size, device=self.device, dtype=self.precision.compute,
-            max_model_len=self._max_model_len(), vllm_cfg=r.vllm, seed=cfg.seed,
-            weights_version=lambda: self.actor.updates, zero3=self.actor.zero3, sampler=r.sampler,
-        )
-        ddp.print0(f"rollout: {self.rollout.name}")
-        self.tracker = build_tracker(cfg.logger, to_dict(cfg), self.out_dir, self.step if self.resume_from else None, self.rank)
-        if resumed_metrics:  # killed after the checkpoint, before its step's line was logged
-            self.tracker.ensure(resumed_metrics, self.step)
+        if resumed and resumed.metrics:  # killed after the checkpoint, before its step's line was logged
+            self.tracker.ensure(resumed.metrics, self.step)
 
-    # ------------------------------------------------------------------------------------------ setup
+    @classmethod
+    def from_config(cls, cfg: TrainConfig | DictConfig, out_dir: str | Path) -> GRPOTrainer:
+        return cls(build_run(cfg, out_dir))
+
     @property
     def model(self) -> torch.nn.Module:
         return self.engine.module
@@ -161,39 +103,6 @@ class GRPOTrainer:
     def ref_model(self):
         return self.actor.ref_model
 
-    def _resolve_resume(self) -> Path | None:
-        """The checkpoint to resume from. Rank 0 verifies (hashes) and chooses; the other ranks take
-        the same step, so the files are read once, not once per rank."""
-        chosen = ckpt.resolve_resume(self.trainer_cfg.resume, self.out_dir, hashes=self.rank == 0)
-        if self.world == 1:
-            return chosen
-        step = ddp.all_max(ckpt.step_of(chosen) if chosen is not None and self.rank == 0 else -1)
-        root = chosen.parent if chosen is not None else self.out_dir / "checkpoints"
-        return None if step < 0 else root / f"step_{step:06d}"
-
-    def _build_engine(self, model, optim: OptimConfig):
-        total = self.trainer_cfg.max_steps
-        if not self.distributed:
-            return TorchEngine(model, optim, total)
-        ds = deepspeed_config(self.trainer_cfg, self.algo, optim, self.world, self.precision.weights)
-        return DeepSpeedEngine(model, optim, total, ds)
-
-    def _load_reference(self, model_cfg: ModelConfig, dtype: torch.dtype):
-        """The frozen initial policy for the KL term (always the config's model, also after resume), in
-        the compute dtype; partitioned over the ranks under ZeRO-3, a full copy per rank otherwise."""
-        ref = load_model(dataclasses.replace(model_cfg, gradient_checkpointing=False), self.device, dtype=dtype)
-        ref.eval().requires_grad_(False)
-        if isinstance(self.engine, DeepSpeedEngine) and self.engine.zero_stage == 3:
-            ref = zero3_reference(ref, self.engine.config)
-            ddp.print0(f"KL reference: ZeRO-3 partitioned over {self.world} ranks")
-        return ref
-
-    def _max_model_len(self) -> int:
-        """Prompt + response budget for the vLLM engine, within the model's positions."""
-        limit = int(getattr(self.model.config, "max_position_embeddings", None) or 1 << 20)
-        new = max(self.rollout_cfg.max_new_tokens, self.cfg.val.max_new_tokens)
-        return min(limit, (self.rollout_cfg.max_prompt_len or limit) + new)
-
     def _state(self) -> dict[str, Any]:
         return {
             "step": self.step, "engine": self.engine.state_dict(),
@@ -201,16 +110,6 @@ class GRPOTrainer:
             "bad_streak": self.bad_streak, "prev_entropy": self.prev_entropy,
             "config": to_dict(self.cfg),
         }
-
-    def _restore(self, state: dict[str, Any]) -> None:
-        self.step = int(state["step"])
-        self.engine.load_state_dict(state["engine"])
-        self.engine.load(self.resume_from)
-        ckpt.set_rng_state(state["rng"])
-        self.sampler.load_state_dict(state["sampler"])
-        self.method.load_state_dict(state["method"])
-        self.bad_streak, self.prev_entropy = state.get("bad_streak", 0), state.get("prev_entropy")
-        ddp.print0(f"[yellow]resumed from {self.resume_from} at step {self.step}")
 
     def save(self, metrics: dict[str, float] | None = None) -> Path:
         """HF weights + trainer state (rank 0), per-rank RNG, and the engine's own state (all ranks).

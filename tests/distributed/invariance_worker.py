@@ -21,7 +21,7 @@ from rlvr_cli.trainer.loop import GRPOTrainer
 def main(out_file: str, *overrides: str) -> None:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="train", overrides=list(overrides))
-    trainer = GRPOTrainer(cfg, out_file + ".run")
+    trainer = GRPOTrainer.from_config(cfg, out_file + ".run")
     with trainer.actor.sampling():
         init = {k: v.detach().clone().float() for k, v in trainer.model.state_dict().items()}
     rank, world = ddp.rank(), ddp.world_size()

@@ -59,7 +59,7 @@ def test_cuda_state_on_a_machine_without_that_gpu_warns_and_resumes(monkeypatch,
 def trainer(tmp_path_factory):
     from rlvr_cli.trainer.loop import GRPOTrainer
 
-    t = GRPOTrainer(compose_train(["trainer.resume=never", "trainer.keep_last=null"]), tmp_path_factory.mktemp("run"))
+    t = GRPOTrainer.from_config(compose_train(["trainer.resume=never", "trainer.keep_last=null"]), tmp_path_factory.mktemp("run"))
     yield t
     t.close()
 

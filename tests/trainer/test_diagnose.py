@@ -12,7 +12,7 @@ from tests.trainer.conftest import compose_train
 
 def _one_step(tmp_path, name, overrides):
     cfg = compose_train(["trainer.resume=never", "trainer.max_steps=1", *overrides])
-    trainer = GRPOTrainer(cfg, tmp_path / name)
+    trainer = GRPOTrainer.from_config(cfg, tmp_path / name)
     metrics = trainer.train_step()
     weights = [p.detach().clone() for p in trainer.model.parameters()]
     seconds = dict(trainer.timer.seconds)
@@ -35,7 +35,7 @@ def test_diagnostic_is_logged_and_the_update_is_bit_identical(tmp_path):
 
 def test_baseline_is_exactly_inert_every_n_steps(tmp_path):
     cfg = compose_train(["trainer.resume=never", "trainer.diagnose_every=2"])
-    trainer = GRPOTrainer(cfg, tmp_path)
+    trainer = GRPOTrainer.from_config(cfg, tmp_path)
     first, second = trainer.train_step(), trainer.train_step()
     trainer.close()
     assert "method/grad_ratio" not in first and first["method/active_frac"] == 0.0  # step 1: not a multiple of 2
@@ -50,7 +50,7 @@ def test_lora_with_gradient_checkpointing_diagnoses_over_the_adapters(tmp_path, 
     monkeypatch.setattr(diagnostics, "gradient_diagnostic", lambda lw, lwo, params: seen.append(params) or real(lw, lwo, params))
     cfg = compose_train(["trainer.resume=never", "method=entropy_bonus", "trainer.diagnose_every=1", "model.lora.rank=8",
                          "model.lora.alpha=16", "model.gradient_checkpointing=true"])
-    trainer = GRPOTrainer(cfg, tmp_path)
+    trainer = GRPOTrainer.from_config(cfg, tmp_path)
     m = trainer.train_step()
     adapters = {id(p) for n, p in trainer.model.named_parameters() if lora.is_adapter_param(n)}
     trainer.close()

@@ -38,7 +38,7 @@ def test_on_policy_step_skips_the_scoring_pass_with_the_same_update(tmp_path, mo
     results = {}
     for mode in ("always", "auto"):
         calls[0] = 0
-        trainer = GRPOTrainer(compose_train([*ON_POLICY, f"algo.old_logprob_pass={mode}"]), tmp_path / mode)
+        trainer = GRPOTrainer.from_config(compose_train([*ON_POLICY, f"algo.old_logprob_pass={mode}"]), tmp_path / mode)
         m = trainer.train_step()
         results[mode] = (m, [p.detach().clone() for p in trainer.model.parameters()], calls[0])
         trainer.close()
@@ -55,7 +55,7 @@ def test_on_policy_step_skips_the_scoring_pass_with_the_same_update(tmp_path, mo
 
 @pytest.fixture(scope="module")
 def on_policy_trainer(tmp_path_factory):
-    trainer = GRPOTrainer(compose_train(ON_POLICY), tmp_path_factory.mktemp("reuse"))
+    trainer = GRPOTrainer.from_config(compose_train(ON_POLICY), tmp_path_factory.mktemp("reuse"))
     batch = _fixed_batch(trainer)
     yield trainer, batch
     trainer.close()
@@ -149,7 +149,7 @@ def test_packed_and_padded_forwards_give_the_same_update(tmp_path, monkeypatch, 
     for packed in (False, True):
         cfg = compose_train([*method, f"algo.use_remove_padding={str(packed).lower()}", "algo.mini_batch_size=8",
                              "algo.micro_batch_size=4", "trainer.resume=never", "optim.eps=1.0", "optim.lr=0.05"])
-        trainer = GRPOTrainer(cfg, tmp_path / str(packed))
+        trainer = GRPOTrainer.from_config(cfg, tmp_path / str(packed))
         batch = _fixed_batch(trainer)
         batch.token.update(trainer.score(batch))
         trainer.method.prepare(batch, trainer._ctx(1))

@@ -42,12 +42,12 @@ def test_two_steps_write_metrics_config_and_loadable_checkpoint(tmp_path):
 
 def test_training_changes_the_weights_and_rerun_resumes_as_done(tmp_path, capsys):
     cfg = compose_train([])
-    trainer = GRPOTrainer(cfg, tmp_path)
+    trainer = GRPOTrainer.from_config(cfg, tmp_path)
     before = [p.detach().clone() for p in trainer.model.parameters()]
     trainer.fit()
     trainer.close()
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
-    again = GRPOTrainer(cfg, tmp_path)  # trainer.resume=auto finds the final checkpoint
+    again = GRPOTrainer.from_config(cfg, tmp_path)  # trainer.resume=auto finds the final checkpoint
     assert again.step == 2 and again.fit() == {}
     again.close()
 
@@ -80,7 +80,7 @@ def test_gradient_accumulation_invariance(tmp_path, mode):
     for micro in (16, 2):
         cfg = compose_train([f"algo.micro_batch_size={micro}", "algo.mini_batch_size=16", f"algo.loss_agg_mode={mode}",
                              "trainer.resume=never", "optim.eps=1.0", "optim.lr=0.05", "optim.warmup_steps=0"])
-        trainer = GRPOTrainer(cfg, tmp_path / f"m{micro}")
+        trainer = GRPOTrainer.from_config(cfg, tmp_path / f"m{micro}")
         init = [p.detach().clone() for p in trainer.model.parameters()]
         batch = _fixed_batch(trainer)
         m = trainer.update(batch, 1)
@@ -110,7 +110,7 @@ def test_token_budget_micro_batches_give_the_same_update(tmp_path, budget):
     results = []
     for extra in (["algo.micro_batch_size=16"], [f"algo.max_tokens_per_micro_batch={budget}"]):
         cfg = compose_train([*extra, "algo.mini_batch_size=16", "trainer.resume=never", "optim.eps=1.0", "optim.lr=0.05"])
-        trainer = GRPOTrainer(cfg, tmp_path / str(len(results)))
+        trainer = GRPOTrainer.from_config(cfg, tmp_path / str(len(results)))
         batch = _fixed_batch(trainer)
         seen.clear()
         Actor._token_stats = spy
@@ -132,7 +132,7 @@ def test_token_budget_micro_batches_give_the_same_update(tmp_path, budget):
 
 def test_nonfinite_loss_skips_the_step_and_stops_cleanly_with_a_checkpoint(tmp_path, monkeypatch, caplog):
     cfg = compose_train(["trainer.max_steps=5", "trainer.max_nonfinite_steps=2", "trainer.save_every=0"])
-    trainer = GRPOTrainer(cfg, tmp_path)
+    trainer = GRPOTrainer.from_config(cfg, tmp_path)
     before = [p.detach().clone() for p in trainer.model.parameters()]
     calls = []
 
@@ -158,7 +158,7 @@ def test_sum_norm_loss_is_the_token_sum_over_c_not_a_mean_over_responses(tmp_pat
     coefficient added to it (SIREN's λ, the KL coefficient) by 16."""
     cfg = compose_train(["algo=dr_grpo", "algo.mini_batch_size=16", "algo.micro_batch_size=4",
                          "algo.loss_scale_factor=40", "trainer.resume=never"])
-    trainer = GRPOTrainer(cfg, tmp_path)
+    trainer = GRPOTrainer.from_config(cfg, tmp_path)
     batch = _fixed_batch(trainer)
     batch.advantages = batch.response_mask.float().clone()  # A = 1 everywhere (group-centred A sums to ~0)
     m = trainer.update(batch, 1)
@@ -186,7 +186,7 @@ def test_kl_cov_selects_per_mini_batch_from_the_current_policy_and_logs_verl_ppo
     current log-probs — the rollout pass on the first mini-batch, a fresh pass after the weights moved."""
     cfg = compose_train(["method=kl_cov", "method.ratio=0.05", "algo.mini_batch_size=8", "algo.micro_batch_size=4",
                          "algo.ppo_epochs=2", "trainer.resume=never"])
-    trainer = GRPOTrainer(cfg, tmp_path)
+    trainer = GRPOTrainer.from_config(cfg, tmp_path)
     seen = []
     real = trainer.method.prepare_minibatch
 

