@@ -139,14 +139,20 @@ def main(argv: list[str] | None = None) -> None:
     asks_help = any(a in HELP_FLAGS for a in rest)
     try:
         if command == "ls":
-            print(LS_USAGE) if asks_help else list_configs()
+            if asks_help:
+                print(LS_USAGE)
+            else:
+                list_configs()
             return
         if command in TOOLS:
             import importlib
 
             module, function = TOOLS[command]
             module = importlib.import_module(module)
-            print(module.USAGE) if asks_help else getattr(module, function)(rest)
+            if asks_help:
+                print(module.USAGE)
+            else:
+                getattr(module, function)(rest)
             return
         if command not in COMMANDS:
             raise UserError(f"unknown command '{command}'; valid: {', '.join([*COMMANDS, 'ls', *TOOLS])}")
